@@ -4,6 +4,7 @@
 //! glommio bug (0.9.0 is no longer maintained upstream) or a swap of runtime touches one
 //! place. It knows nothing of Kafka.
 
+pub mod alloc;
 pub mod mesh;
 pub mod shard;
 

@@ -1,0 +1,97 @@
+//! Starting a broker: data dir checks, then one shard per core, each loading its
+//! partitions and serving the listen address.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{load_cluster_id, TopicRegistry};
+use crate::shard::{Shard, CONTROLLER_SHARD};
+
+/// Bound on messages queued between two shards; senders wait beyond it.
+const MESH_CAPACITY: usize = 1024;
+
+pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let cluster_id: Arc<str> = load_cluster_id(&config.data_dir, config.node_id)?.into();
+    // Read the registry before starting shards, so a corrupt one fails the start loudly.
+    let registry = TopicRegistry::load(&config.data_dir)?;
+    let registry = std::sync::Mutex::new(Some(registry));
+    let cpus = corelog_io::shard::select_cpus(cores)?;
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        shards = cpus.len(),
+        cpus = ?cpus,
+        cluster_id = %cluster_id,
+        "corelog starting"
+    );
+    let config = Arc::new(config);
+    let registry = Arc::new(registry);
+    corelog_io::shard::run_shards(&cpus, MESH_CAPACITY, move |ctx| {
+        let config = config.clone();
+        let cluster_id = cluster_id.clone();
+        let registry = registry.clone();
+        async move {
+            let owned_registry = if ctx.shard_id == CONTROLLER_SHARD {
+                registry.lock().expect("registry handed over once").take()
+            } else {
+                None
+            };
+            let shard = Rc::new(Shard::new(
+                ctx.shard_id,
+                ctx.shard_count,
+                config.clone(),
+                cluster_id,
+                owned_registry,
+            ));
+            let served = shard.clone();
+            let mesh = ctx
+                .mesh
+                .join(move |request| served.clone().serve(request))
+                .await;
+            shard.set_mesh(mesh);
+            if ctx.shard_id == CONTROLLER_SHARD {
+                shard.publish_initial_image().await;
+            }
+            shard.wait_for_first_image().await;
+            corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();
+            corelog_io::spawn_local(shard.clone().run_retention()).detach();
+            let listener = match corelog_io::TcpListener::bind(config.listen) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(
+                        "shard {} cannot listen on {}: {e}",
+                        ctx.shard_id,
+                        config.listen
+                    );
+                    std::process::exit(1);
+                }
+            };
+            tracing::info!(shard = ctx.shard_id, cpu = ctx.cpu, "shard serving");
+            crate::server::accept_loop(shard, listener).await;
+        }
+    })
+}
+
+/// Holds an exclusive lock on the data dir for the life of the process, so two brokers
+/// can never write the same logs. (Shards bind with SO_REUSEPORT, so a second broker on
+/// the same port would not be refused by the kernel.)
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "data dir {} is in use by another corelog process",
+            dir.display()
+        );
+    }
+    Ok(file)
+}

@@ -1,0 +1,385 @@
+//! Broker settings, named as in Apache Kafka where Kafka has the setting, read from a TOML
+//! file (`log.segment.bytes = 1048576` or `[log] segment.bytes = ...` both work) and from
+//! `--set key=value` overrides. An unknown key or a bad value is an error naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::log::LogConfig;
+
+/// Every broker setting with its value after defaults, file and overrides.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// Host and port given to clients in Metadata (`advertised.listeners`).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub log: LogConfig,
+    pub log_flush_interval_ms: u64,
+    pub retention_check_interval_ms: u64,
+    pub max_connections: usize,
+}
+
+/// One known setting: its Kafka name, a one-line description, and its default as text.
+pub struct SettingSpec {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// The broker-level settings users can set. DescribeConfigs reports these.
+pub const BROKER_SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "node.id",
+        default: "1",
+        doc: "Id of this broker in Metadata responses.",
+    },
+    SettingSpec {
+        name: "advertised.listeners",
+        default: "",
+        doc: "host:port clients are told to connect to (defaults to the listen address).",
+    },
+    SettingSpec {
+        name: "num.partitions",
+        default: "1",
+        doc: "Partitions of an auto-created topic or a CreateTopics request asking for -1.",
+    },
+    SettingSpec {
+        name: "default.replication.factor",
+        default: "1",
+        doc: "Replication factor of auto-created topics.",
+    },
+    SettingSpec {
+        name: "auto.create.topics.enable",
+        default: "true",
+        doc: "Create unknown topics on Metadata and Produce requests.",
+    },
+    SettingSpec {
+        name: "message.max.bytes",
+        default: "1048588",
+        doc: "Largest record batch accepted, after compression.",
+    },
+    SettingSpec {
+        name: "socket.request.max.bytes",
+        default: "104857600",
+        doc: "Largest request frame; larger ones close the connection.",
+    },
+    SettingSpec {
+        name: "log.segment.bytes",
+        default: "1073741824",
+        doc: "Size at which a segment is rolled.",
+    },
+    SettingSpec {
+        name: "log.roll.ms",
+        default: "604800000",
+        doc: "Age at which a non-empty active segment is rolled.",
+    },
+    SettingSpec {
+        name: "log.retention.ms",
+        default: "604800000",
+        doc: "Age after which whole segments are deleted (-1: never).",
+    },
+    SettingSpec {
+        name: "log.retention.bytes",
+        default: "-1",
+        doc: "Partition size above which the oldest segments are deleted (-1: no limit).",
+    },
+    SettingSpec {
+        name: "log.retention.check.interval.ms",
+        default: "300000",
+        doc: "How often retention runs.",
+    },
+    SettingSpec {
+        name: "log.index.interval.bytes",
+        default: "4096",
+        doc: "Bytes of log between two sparse index entries.",
+    },
+    SettingSpec {
+        name: "log.flush.interval.ms",
+        default: "1000",
+        doc: "How often data acknowledged with acks=0/1 is fdatasynced.",
+    },
+    SettingSpec {
+        name: "max.connections",
+        default: "10000",
+        doc: "Connections accepted per shard; further ones are closed.",
+    },
+];
+
+impl BrokerConfig {
+    /// Builds the configuration from the command line, an optional TOML file and
+    /// `key=value` overrides (applied last).
+    pub fn load(
+        listen: SocketAddr,
+        data_dir: PathBuf,
+        file: Option<&std::path::Path>,
+        overrides: &[String],
+    ) -> anyhow::Result<BrokerConfig> {
+        let mut settings: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            flatten_toml("", &toml::Value::Table(table), &mut settings)?;
+        }
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow!("setting `{item}` is not of the form key=value"))?;
+            settings.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        for key in settings.keys() {
+            if !BROKER_SETTINGS.iter().any(|spec| spec.name == key) {
+                bail!("unknown setting `{key}` (known: {})", known_names());
+            }
+        }
+        let settings = Settings(settings);
+        let get = &settings;
+        let (advertised_host, advertised_port) = match get.get("advertised.listeners") {
+            "" => (advertised_host_for(&listen), listen.port()),
+            value => parse_advertised(value)?,
+        };
+        let message_max_bytes: usize = parse_in("message.max.bytes", get, 1, 1 << 30)?;
+        let socket_request_max_bytes: usize =
+            parse_in("socket.request.max.bytes", get, 1024, 1 << 30)?;
+        if message_max_bytes + 1024 > socket_request_max_bytes {
+            bail!("message.max.bytes ({message_max_bytes}) must be well below socket.request.max.bytes ({socket_request_max_bytes})");
+        }
+        Ok(BrokerConfig {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir,
+            node_id: parse_in("node.id", get, 0, i32::MAX)?,
+            num_partitions: parse_in("num.partitions", get, 1, crate::metadata::MAX_PARTITIONS)?,
+            default_replication_factor: parse_in("default.replication.factor", get, 1, 1)?,
+            auto_create_topics: parse_bool(
+                "auto.create.topics.enable",
+                get.get("auto.create.topics.enable"),
+            )?,
+            message_max_bytes,
+            socket_request_max_bytes,
+            log: LogConfig {
+                segment_bytes: parse_in("log.segment.bytes", get, 1024, u32::MAX as u64)?,
+                segment_ms: parse_in("log.roll.ms", get, 1, i64::MAX)?,
+                retention_ms: parse_limit("log.retention.ms", get)?,
+                retention_bytes: parse_limit("log.retention.bytes", get)?,
+                max_message_bytes: message_max_bytes,
+                index_interval_bytes: parse_in("log.index.interval.bytes", get, 1, 1 << 30)?,
+            },
+            log_flush_interval_ms: parse_in("log.flush.interval.ms", get, 1, 3_600_000)?,
+            retention_check_interval_ms: parse_in(
+                "log.retention.check.interval.ms",
+                get,
+                10,
+                86_400_000,
+            )?,
+            max_connections: parse_in("max.connections", get, 1, 1_000_000)?,
+        })
+    }
+
+    /// The value of a broker setting as text, for DescribeConfigs.
+    pub fn value_of(&self, name: &str) -> Option<String> {
+        let value = match name {
+            "node.id" => self.node_id.to_string(),
+            "advertised.listeners" => {
+                format!(
+                    "PLAINTEXT://{}:{}",
+                    self.advertised_host, self.advertised_port
+                )
+            }
+            "num.partitions" => self.num_partitions.to_string(),
+            "default.replication.factor" => self.default_replication_factor.to_string(),
+            "auto.create.topics.enable" => self.auto_create_topics.to_string(),
+            "message.max.bytes" => self.message_max_bytes.to_string(),
+            "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
+            "log.segment.bytes" => self.log.segment_bytes.to_string(),
+            "log.roll.ms" => self.log.segment_ms.to_string(),
+            "log.retention.ms" => self.log.retention_ms.to_string(),
+            "log.retention.bytes" => self.log.retention_bytes.to_string(),
+            "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
+            "log.index.interval.bytes" => self.log.index_interval_bytes.to_string(),
+            "log.flush.interval.ms" => self.log_flush_interval_ms.to_string(),
+            "max.connections" => self.max_connections.to_string(),
+            _ => return None,
+        };
+        Some(value)
+    }
+}
+
+fn known_names() -> String {
+    BROKER_SETTINGS
+        .iter()
+        .map(|spec| spec.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Turns nested TOML tables into Kafka's dotted names, so `[log] segment.bytes = 1` and
+/// `log.segment.bytes = 1` mean the same.
+fn flatten_toml(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, inner) in table {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten_toml(&name, inner, out)?;
+            }
+        }
+        toml::Value::String(text) => {
+            out.insert(prefix.to_string(), text.clone());
+        }
+        toml::Value::Integer(number) => {
+            out.insert(prefix.to_string(), number.to_string());
+        }
+        toml::Value::Boolean(flag) => {
+            out.insert(prefix.to_string(), flag.to_string());
+        }
+        other => bail!("setting `{prefix}` has an unsupported value {other}"),
+    }
+    Ok(())
+}
+
+/// Settings as given, falling back to each one's default.
+struct Settings(BTreeMap<String, String>);
+
+impl Settings {
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or_else(|| {
+            BROKER_SETTINGS
+                .iter()
+                .find(|spec| spec.name == name)
+                .map(|spec| spec.default)
+                .expect("every setting read has a spec")
+        })
+    }
+}
+
+fn parse_in<T>(name: &str, settings: &Settings, min: T, max: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let text = settings.get(name);
+    let value: T = text
+        .parse()
+        .map_err(|_| anyhow!("setting `{name}`: `{text}` is not a valid number"))?;
+    if value < min || value > max {
+        bail!("setting `{name}`: {value} is outside {min}..={max}");
+    }
+    Ok(value)
+}
+
+/// A retention limit: a positive number, or -1 for none.
+fn parse_limit(name: &str, settings: &Settings) -> anyhow::Result<i64> {
+    let value = parse_in(name, settings, -1, i64::MAX)?;
+    if value == 0 {
+        bail!("setting `{name}`: 0 would delete every segment; use -1 for no limit");
+    }
+    Ok(value)
+}
+
+pub fn parse_bool(name: &str, text: &str) -> anyhow::Result<bool> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => bail!("setting `{name}`: `{text}` is not true or false"),
+    }
+}
+
+/// Accepts `PLAINTEXT://host:port`, `host:port` (one listener: there is no TLS listener yet).
+fn parse_advertised(value: &str) -> anyhow::Result<(String, u16)> {
+    let address = value.strip_prefix("PLAINTEXT://").unwrap_or(value);
+    if address.contains(',') || address.contains("://") {
+        bail!("setting `advertised.listeners`: only one PLAINTEXT listener is supported, got `{value}`");
+    }
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("setting `advertised.listeners`: `{value}` has no :port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| anyhow!("setting `advertised.listeners`: bad port in `{value}`"))?;
+    if host.is_empty() {
+        bail!("setting `advertised.listeners`: `{value}` has no host");
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Clients cannot connect to 0.0.0.0: advertise loopback for a wildcard bind unless told.
+fn advertised_host_for(listen: &SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        listen.ip().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, overrides: &[&str]) -> anyhow::Result<BrokerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corelog.toml");
+        std::fs::write(&path, file).unwrap();
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        BrokerConfig::load(
+            "127.0.0.1:9092".parse().unwrap(),
+            dir.path().into(),
+            Some(&path),
+            &overrides,
+        )
+    }
+
+    #[test]
+    fn dotted_and_nested_keys_are_the_same_setting() {
+        let dotted = load("log.segment.bytes = 4096\n", &[]).unwrap();
+        let nested = load("[log]\nsegment.bytes = 4096\n", &[]).unwrap();
+        assert_eq!(dotted.log.segment_bytes, 4096);
+        assert_eq!(nested.log.segment_bytes, 4096);
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let config = load("num.partitions = 3\n", &["num.partitions=6"]).unwrap();
+        assert_eq!(config.num_partitions, 6);
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let unknown = load("log.segmnt.bytes = 1\n", &[]).unwrap_err().to_string();
+        assert!(unknown.contains("log.segmnt.bytes"), "{unknown}");
+        let bad = load("", &["num.partitions=lots"]).unwrap_err().to_string();
+        assert!(bad.contains("num.partitions"), "{bad}");
+        let zero = load("", &["log.retention.ms=0"]).unwrap_err().to_string();
+        assert!(zero.contains("log.retention.ms"), "{zero}");
+    }
+
+    #[test]
+    fn advertised_listener_forms() {
+        let config = load("", &["advertised.listeners=PLAINTEXT://broker1:19092"]).unwrap();
+        assert_eq!(
+            (config.advertised_host.as_str(), config.advertised_port),
+            ("broker1", 19092)
+        );
+        assert!(load("", &["advertised.listeners=broker1"]).is_err());
+    }
+}

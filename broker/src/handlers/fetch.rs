@@ -1,0 +1,146 @@
+//! Fetch: read from the owning shards; when less than min_bytes is available, long-poll
+//! (woken by appends) until max_wait. Fetch sessions (KIP-227) are not kept yet: every
+//! response carries session id 0, which clients take as "full fetches only".
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::{resolve_topic_ref, ByShard, RequestContext, Slot};
+use crate::errors::ErrorCode;
+use crate::shard::{FetchQuery, FetchResult, ShardRequest, ShardResponse};
+
+/// Fetch v13 (KIP-516) names topics by id.
+const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
+/// Bound on how long one fetch may hold a request slot of its connection.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
+    let shard = &ctx.shard;
+    let by_id = ctx.api_version >= FIRST_VERSION_WITH_TOPIC_IDS;
+    let image = shard.image();
+    let max_bytes = (request.max_bytes.max(1) as usize).min(shard.config.socket_request_max_bytes);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline = Instant::now() + max_wait;
+
+    let mut responses: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
+    let mut per_shard: ByShard<FetchQuery> = ByShard::new();
+    for (topic_slot, topic) in request.topics.iter().enumerate() {
+        let resolved = resolve_topic_ref(&image, by_id, &topic.topic, &topic.topic_id);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (partition_slot, fetch) in topic.partitions.iter().enumerate() {
+            let error = match &resolved {
+                Err(code) => *code,
+                Ok(meta) if fetch.partition < 0 || fetch.partition >= meta.record.partitions => {
+                    ErrorCode::UnknownTopicOrPartition
+                }
+                Ok(meta) => {
+                    per_shard
+                        .entry(shard.owner_of(&meta.record.name, fetch.partition))
+                        .or_default()
+                        .push((
+                            (topic_slot, partition_slot),
+                            FetchQuery {
+                                topic: meta.record.name.clone(),
+                                partition: fetch.partition,
+                                offset: fetch.fetch_offset,
+                                max_bytes: fetch.partition_max_bytes.max(0) as usize,
+                            },
+                        ));
+                    ErrorCode::UnknownServerError
+                }
+            };
+            partitions.push(partition_data(fetch.partition, FetchResult::error(error)));
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+
+    // First an immediate read everywhere; then, if that is not enough, a long poll on every
+    // involved shard, answering as soon as the data gathered reaches min_bytes.
+    let mut gathered = 0usize;
+    let mut immediate = read_round(ctx, &per_shard, min_bytes, max_bytes, None);
+    while let Some((slots, results)) = immediate.next().await {
+        gathered += place(&mut responses, slots, results);
+    }
+    drop(immediate);
+    let waiting = deadline.saturating_duration_since(Instant::now());
+    if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() {
+        let mut polls = read_round(ctx, &per_shard, min_bytes, max_bytes, Some(waiting));
+        while let Some((slots, results)) = polls.next().await {
+            let found: usize = results.iter().map(|r| r.records.len()).sum();
+            if found > 0 {
+                gathered += place(&mut responses, slots, results);
+            }
+            if gathered >= min_bytes {
+                break;
+            }
+        }
+    }
+    FetchResponse::default().with_responses(responses)
+}
+
+fn read_round<'a>(
+    ctx: &'a RequestContext,
+    per_shard: &'a ByShard<FetchQuery>,
+    min_bytes: usize,
+    max_bytes: usize,
+    wait: Option<Duration>,
+) -> futures::stream::FuturesUnordered<
+    impl std::future::Future<Output = (Vec<Slot>, Vec<FetchResult>)> + 'a,
+> {
+    per_shard
+        .iter()
+        .map(|(&owner, items)| async move {
+            let slots: Vec<Slot> = items.iter().map(|(slot, _)| *slot).collect();
+            let queries = items.iter().map(|(_, query)| query.clone()).collect();
+            let request = ShardRequest::Fetch {
+                queries,
+                min_bytes,
+                max_bytes,
+                wait,
+            };
+            let results = match ctx.shard.on_shard(owner, request).await {
+                ShardResponse::Fetch(results) => results,
+                _ => slots
+                    .iter()
+                    .map(|_| FetchResult::error(ErrorCode::RequestTimedOut))
+                    .collect(),
+            };
+            (slots, results)
+        })
+        .collect()
+}
+
+/// Puts results into their response slots; returns the record bytes placed.
+fn place(
+    responses: &mut [FetchableTopicResponse],
+    slots: Vec<Slot>,
+    results: Vec<FetchResult>,
+) -> usize {
+    let mut bytes = 0;
+    for ((topic_slot, partition_slot), result) in slots.into_iter().zip(results) {
+        bytes += result.records.len();
+        let entry = &mut responses[topic_slot].partitions[partition_slot];
+        *entry = partition_data(entry.partition_index, result);
+    }
+    bytes
+}
+
+fn partition_data(index: i32, result: FetchResult) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(result.error_code)
+        .with_high_watermark(result.high_watermark)
+        .with_last_stable_offset(result.high_watermark)
+        .with_log_start_offset(result.log_start_offset)
+        .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+        .with_records(Some(result.records))
+}

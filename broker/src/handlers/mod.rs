@@ -1,0 +1,159 @@
+//! One module per Kafka API. The [`served_apis!`] table below is the single list of what
+//! corelog serves: ApiVersions advertises exactly these keys with the version range the
+//! kafka-protocol crate implements for each, and dispatch routes exactly these, so what is
+//! advertised can never drift from what is served.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Message, StrBytes, VersionRange};
+
+use crate::shard::{Shard, ShardRequest, ShardResponse};
+
+/// What a handler sees of the request beyond its body.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub api_version: i16,
+}
+
+macro_rules! served_apis {
+    ($($variant:ident($request:ty) => $module:ident),* $(,)?) => {
+        /// Every API served, with the versions served.
+        pub fn served_apis() -> impl Iterator<Item = (ApiKey, VersionRange)> {
+            [$((ApiKey::$variant, <$request as Message>::VERSIONS)),*].into_iter()
+        }
+
+        /// Runs the handler of a decoded request. `None` for APIs not in the table (the
+        /// connection layer only passes versions that are served).
+        pub async fn dispatch(ctx: &RequestContext, request: RequestKind) -> Option<ResponseKind> {
+            match request {
+                $(RequestKind::$variant(request) => {
+                    Some(ResponseKind::$variant($module::handle(ctx, request).await))
+                })*
+                _ => None,
+            }
+        }
+    };
+}
+
+served_apis! {
+    Produce(ProduceRequest) => produce,
+    Fetch(FetchRequest) => fetch,
+    ListOffsets(ListOffsetsRequest) => list_offsets,
+    Metadata(MetadataRequest) => metadata,
+    ApiVersions(ApiVersionsRequest) => api_versions,
+    CreateTopics(CreateTopicsRequest) => create_topics,
+    DeleteTopics(DeleteTopicsRequest) => delete_topics,
+    CreatePartitions(CreatePartitionsRequest) => create_partitions,
+    DescribeConfigs(DescribeConfigsRequest) => describe_configs,
+    DescribeCluster(DescribeClusterRequest) => describe_cluster,
+}
+
+/// The served version range of an API, if it is served at all.
+pub fn served_versions(api: ApiKey) -> Option<VersionRange> {
+    served_apis()
+        .find(|(key, _)| *key == api)
+        .map(|(_, range)| range)
+}
+
+pub use api_versions::api_versions_response;
+
+fn str_bytes(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// Creates `names` with the broker's defaults (auto-creation) and returns the image that
+/// includes them. A name another request created meanwhile is not an error.
+async fn auto_create_topics(
+    shard: &Rc<Shard>,
+    names: Vec<String>,
+) -> std::sync::Arc<crate::metadata::MetadataImage> {
+    let topics = names
+        .into_iter()
+        .map(|name| crate::shard::NewTopic {
+            name,
+            partitions: -1,
+            replication_factor: -1,
+            configs: Default::default(),
+        })
+        .collect();
+    let change = crate::shard::TopicChange::Create {
+        topics,
+        validate_only: false,
+    };
+    for outcome in shard.request_topic_change(change).await {
+        if let Err(e) = outcome {
+            if e.code != crate::errors::ErrorCode::TopicAlreadyExists {
+                tracing::warn!("auto-creating a topic failed: {}", e.message);
+            }
+        }
+    }
+    shard.image()
+}
+
+/// Finds a request's topic by name, or by id for request versions that use ids, with the
+/// error code Kafka gives for each kind of miss.
+fn resolve_topic_ref(
+    image: &crate::metadata::MetadataImage,
+    by_id: bool,
+    name: &TopicName,
+    id: &uuid::Uuid,
+) -> Result<std::sync::Arc<crate::metadata::TopicMeta>, crate::errors::ErrorCode> {
+    use crate::errors::ErrorCode;
+    if by_id {
+        image
+            .topic_by_id(id)
+            .cloned()
+            .ok_or(ErrorCode::UnknownTopicId)
+    } else {
+        image
+            .topic(name.as_str())
+            .cloned()
+            .ok_or(ErrorCode::UnknownTopicOrPartition)
+    }
+}
+
+/// Where a partition's answer goes in a response: (topic index, partition index).
+type Slot = (usize, usize);
+
+/// Per-partition work grouped by owning shard, each item remembering its response slot.
+type ByShard<T> = BTreeMap<usize, Vec<(Slot, T)>>;
+
+/// Sends every shard its share of a request at once and returns each result with its
+/// slot. `unpack` takes the results out of the shard's answer; `failed` stands in for
+/// results of a shard that could not answer.
+async fn scatter<T, R>(
+    shard: &Rc<Shard>,
+    by_shard: ByShard<T>,
+    request: impl Fn(Vec<T>) -> ShardRequest,
+    unpack: impl Fn(ShardResponse) -> Option<Vec<R>>,
+    failed: impl Fn() -> R,
+) -> Vec<(Slot, R)> {
+    let calls = by_shard.into_iter().map(|(owner, items)| {
+        let (slots, items): (Vec<Slot>, Vec<T>) = items.into_iter().unzip();
+        let call = shard.on_shard(owner, request(items));
+        let (unpack, failed) = (&unpack, &failed);
+        async move {
+            let results =
+                unpack(call.await).unwrap_or_else(|| slots.iter().map(|_| failed()).collect());
+            slots.into_iter().zip(results).collect::<Vec<_>>()
+        }
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}

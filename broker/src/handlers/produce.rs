@@ -1,0 +1,102 @@
+//! Produce: group partitions by owning shard, append there (validated, offsets assigned in
+//! place, fdatasync for acks=all), answer in the request's order.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{auto_create_topics, resolve_topic_ref, scatter, str_bytes, ByShard, RequestContext};
+use crate::errors::ErrorCode;
+use crate::shard::{AppendRequest, AppendResult, ShardRequest, ShardResponse};
+
+/// Produce v13 (KIP-516) names topics by id instead of by name.
+const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
+
+pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> ProduceResponse {
+    let shard = &ctx.shard;
+    let by_id = ctx.api_version >= FIRST_VERSION_WITH_TOPIC_IDS;
+    let acks = request.acks;
+    let mut image = shard.image();
+    if !by_id && shard.config.auto_create_topics {
+        let missing: Vec<String> = request
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .filter(|name| image.topic(name).is_none())
+            .filter(|name| crate::metadata::validate_topic_name(name).is_ok())
+            .collect();
+        if !missing.is_empty() {
+            image = auto_create_topics(shard, missing).await;
+        }
+    }
+
+    // Results start as errors and are filled in by the owning shards.
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    let mut per_shard: ByShard<AppendRequest> = ByShard::new();
+    for (topic_slot, topic) in request.topic_data.into_iter().enumerate() {
+        let resolved = resolve_topic_ref(&image, by_id, &topic.name, &topic.topic_id);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for (partition_slot, data) in topic.partition_data.into_iter().enumerate() {
+            let failure = match (&resolved, data.records) {
+                (Err(code), _) => Some((*code, None)),
+                (Ok(meta), _) if data.index < 0 || data.index >= meta.record.partitions => {
+                    Some((ErrorCode::UnknownTopicOrPartition, None))
+                }
+                _ if ![0, 1, -1].contains(&acks) => Some((
+                    ErrorCode::InvalidRequiredAcks,
+                    Some(format!("acks must be 0, 1 or -1, got {acks}")),
+                )),
+                (Ok(_), None) => Some((ErrorCode::InvalidRecord, Some("null record set".into()))),
+                (Ok(meta), Some(records)) => {
+                    let owner = shard.owner_of(&meta.record.name, data.index);
+                    per_shard.entry(owner).or_default().push((
+                        (topic_slot, partition_slot),
+                        AppendRequest {
+                            topic: meta.record.name.clone(),
+                            partition: data.index,
+                            records,
+                        },
+                    ));
+                    None
+                }
+            };
+            let (code, message) = failure.unwrap_or((ErrorCode::UnknownServerError, None));
+            partitions.push(partition_response(
+                data.index,
+                &AppendResult::error(code, message),
+            ));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+
+    let results = scatter(
+        shard,
+        per_shard,
+        |partitions| ShardRequest::Append { acks, partitions },
+        |response| match response {
+            ShardResponse::Append(results) => Some(results),
+            _ => None,
+        },
+        || AppendResult::error(ErrorCode::RequestTimedOut, None),
+    )
+    .await;
+    for ((topic_slot, partition_slot), result) in results {
+        let entry = &mut responses[topic_slot].partition_responses[partition_slot];
+        *entry = partition_response(entry.index, &result);
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn partition_response(index: i32, result: &AppendResult) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(result.error_code)
+        .with_error_message(result.error_message.clone().map(str_bytes))
+        .with_base_offset(result.base_offset)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(result.log_start_offset)
+}

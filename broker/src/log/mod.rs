@@ -1,0 +1,25 @@
+//! Storage layer: Kafka's on-disk log format for one partition.
+//!
+//! * [`batch`]: v2 record batch header view and produce-payload validation.
+//! * [`index`]: sparse `.index` / `.timeindex` files.
+//! * [`segment`]: one `.log` segment with its indexes: append, find, recovery.
+//! * [`partition_log`]: the segments of a partition: append with offset
+//!   assignment and rolling, reads, timestamp lookups, flush, retention.
+//!
+//! Batches are stored byte-for-byte as received except `baseOffset` and
+//! `partitionLeaderEpoch`, which are replaced during the vectored write.
+//!
+//! Everything here is synchronous std file IO and owned by a single thread
+//! (shard); the only things meant to cross threads are [`ReadSlice`] and
+//! [`FlushJob`], which carry `Arc<File>`s.
+
+pub mod batch;
+mod fileio;
+pub mod index;
+pub mod partition_log;
+pub mod segment;
+
+pub use batch::{error_code, validate_batches, BatchError, BatchesSummary, RecordBatchHeader};
+pub use partition_log::{
+    AppendError, AppendInfo, FlushJob, LogConfig, PartitionLog, ReadError, ReadSlice, RecoveryStats,
+};

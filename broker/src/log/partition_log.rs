@@ -1,0 +1,1196 @@
+//! The log of one partition: a directory of segments, appended at the end,
+//! read anywhere, trimmed at the start by retention.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{error_code, validate_batches, BatchError, BatchIter, NO_TIMESTAMP};
+use super::segment::{
+    parse_segment_name, system_time_ms, LogSegment, RecoveryOutcome, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+};
+
+/// Name of the per-partition recovery point file.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+const RECOVERY_POINT_TMP: &str = "recovery-point-offset-checkpoint.tmp";
+/// Version line of the recovery point file (as in Kafka's checkpoint files).
+const CHECKPOINT_VERSION: &str = "0";
+/// Segment positions are u32 in the offset index.
+const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+
+/// Per-topic log settings (Kafka topic config names in the comments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`; capped at `i32::MAX` like Kafka.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll a non-empty active segment older than this.
+    pub segment_ms: i64,
+    /// `retention.ms`; -1 = infinite.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 = infinite.
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: largest accepted batch.
+    pub max_message_bytes: usize,
+    /// `index.interval.bytes`.
+    pub index_interval_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: WEEK_MS,
+            retention_ms: WEEK_MS,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Largest batch `maxTimestamp` in the append (`-1` if none).
+    pub max_timestamp: i64,
+    /// Base offset of the first batch holding `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    pub batch_count: usize,
+    pub log_start_offset: i64,
+    /// Base offset of the segment written to, and the position in it.
+    pub segment_base_offset: i64,
+    pub position: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// The offsets claimed do not fit `i64`, or one segment's 32-bit
+    /// relative offsets.
+    #[error("append of {records} offsets at {log_end_offset} overflows the offset space")]
+    OffsetOverflow { log_end_offset: i64, records: i64 },
+    #[error("log write failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl AppendError {
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            AppendError::Batch(e) => e.kafka_error_code(),
+            AppendError::OffsetOverflow { .. } => error_code::INVALID_RECORD,
+            AppendError::Io(_) => error_code::KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("log read failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ReadError {
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            ReadError::OffsetOutOfRange { .. } => error_code::OFFSET_OUT_OF_RANGE,
+            ReadError::Io(_) => error_code::KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+/// A range of whole batches in one segment file, ready to be sent (e.g. with
+/// `sendfile`) or read by another thread. Holding the `Arc<File>` keeps the
+/// data readable even if retention unlinks the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl ReadSlice {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads the range into memory (`read_exact_at` retries short reads).
+    pub fn read_to_bytes(&self) -> io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(self.len);
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf.freeze())
+    }
+}
+
+/// fsyncs to run off the shard thread; see [`PartitionLog::flush_job`].
+#[derive(Debug)]
+pub struct FlushJob {
+    files: Vec<Arc<File>>,
+    dir: Option<Arc<File>>,
+    log_end_offset: i64,
+    /// Base offset of the active segment when the job was made: the job
+    /// syncs the indexes of every inactive segment below it, and (if `dir`
+    /// is set) the directory entries of every segment up to it.
+    active_base: i64,
+}
+
+impl FlushJob {
+    /// Offsets below this are durable once the job has run.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// `fdatasync`s every file, then the directory if segments were created.
+    ///
+    /// On error the caller must treat the log as failed (take the partition
+    /// offline): after a failed fsync Linux may have dropped the dirty pages,
+    /// so retrying could "succeed" without the data being on disk.
+    pub fn run(&self) -> io::Result<()> {
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        if let Some(dir) = &self.dir {
+            dir.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// What `open` found and did, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    pub recovery_point: i64,
+    /// Segments opened from their indexes, without reading the log.
+    pub segments_trusted: usize,
+    /// Segments scanned, validated and re-indexed.
+    pub segments_recovered: usize,
+    /// Segments deleted because an earlier one was corrupt.
+    pub segments_deleted: usize,
+    pub bytes_truncated: u64,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    /// The directory itself, for fsyncing new or renamed entries.
+    dir_file: Arc<File>,
+    config: LogConfig,
+    /// Sorted by base offset, never empty; the last one is the active segment.
+    segments: Vec<LogSegment>,
+    log_start_offset: i64,
+    /// Offsets below this are on disk.
+    flushed_offset: i64,
+    /// Inactive segments with a base offset below this have fsynced indexes.
+    indexes_durable_below: i64,
+    /// Segments with a base offset below this have fsynced directory entries.
+    dir_durable_below: i64,
+    recovery: RecoveryStats,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the partition directory and recovers its segments.
+    ///
+    /// Segments wholly below the recovery point were flushed and are trusted:
+    /// only their indexes are read. From the segment holding the recovery
+    /// point on, every batch is validated and the indexes rebuilt; the first
+    /// invalid batch truncates the log there and later segments are deleted.
+    pub fn open(dir: &Path, config: LogConfig) -> io::Result<Self> {
+        let mut config = config;
+        config.segment_bytes = config.segment_bytes.clamp(1, MAX_SEGMENT_BYTES);
+        fs::create_dir_all(dir)?;
+        let dir_file = Arc::new(File::open(dir)?);
+        let bases = list_segments(dir)?;
+        let recovery_point = read_recovery_point(dir)?;
+        let mut recovery = RecoveryStats {
+            recovery_point,
+            ..RecoveryStats::default()
+        };
+        let (mut segments, first_recovered) =
+            load_segments(dir, &bases, recovery_point, &config, &mut recovery)?;
+        if segments.is_empty() {
+            let now = system_time_ms(SystemTime::now());
+            segments.push(LogSegment::create(
+                dir,
+                0,
+                now,
+                config.index_interval_bytes,
+            )?);
+        }
+        let log_end_offset = segments.last().map_or(0, LogSegment::next_offset);
+        let log_start_offset = segments.first().map_or(0, LogSegment::base_offset);
+        // Recovered segments may hold data, truncations and directory entries
+        // that only lived in the page cache: the first flush job syncs them.
+        let not_durable_from = first_recovered.unwrap_or(log_start_offset);
+        tracing::info!(
+            dir = %dir.display(),
+            log_start_offset,
+            log_end_offset,
+            ?recovery,
+            "partition log opened"
+        );
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            dir_file,
+            config,
+            segments,
+            log_start_offset,
+            flushed_offset: recovery_point.min(log_end_offset).max(log_start_offset),
+            indexes_durable_below: not_durable_from,
+            dir_durable_below: not_durable_from,
+            recovery,
+        })
+    }
+
+    /// Validates `records` (one or more v2 batches), then appends them with
+    /// offsets from the log end offset and `leader_epoch` stamped in. Nothing
+    /// is written if validation fails.
+    pub fn append(
+        &mut self,
+        records: &Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let summary = validate_batches(records, self.config.max_message_bytes)?;
+        let base_offset = self.log_end_offset();
+        let last_offset = base_offset.checked_add(summary.record_count - 1).ok_or(
+            AppendError::OffsetOverflow {
+                log_end_offset: base_offset,
+                records: summary.record_count,
+            },
+        )?;
+        self.maybe_roll(records.len() as u64, last_offset, now_ms)?;
+        if !self.active().can_hold(last_offset) {
+            // Even a fresh segment cannot index it; recovery would reject it.
+            return Err(AppendError::OffsetOverflow {
+                log_end_offset: base_offset,
+                records: summary.record_count,
+            });
+        }
+        let active = self.active_mut();
+        let position = active.append(records, base_offset, leader_epoch)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: summary.max_timestamp,
+            offset_of_max_timestamp: nth_batch_base_offset(
+                records,
+                base_offset,
+                summary.max_timestamp_batch,
+            ),
+            batch_count: summary.batch_count,
+            log_start_offset: self.log_start_offset,
+            segment_base_offset: self.active().base_offset(),
+            position,
+        })
+    }
+
+    /// Rolls to a new segment when the active one is non-empty and either
+    /// cannot take `append_bytes` more, is older than `segment.ms`, or cannot
+    /// index `last_offset` in its 32-bit relative offsets. An empty segment
+    /// takes any append, so an oversized batch still finds a home.
+    fn maybe_roll(&mut self, append_bytes: u64, last_offset: i64, now_ms: i64) -> io::Result<()> {
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let full = active.size().saturating_add(append_bytes) > self.config.segment_bytes;
+        let old = now_ms.saturating_sub(active.created_at_ms()) >= self.config.segment_ms;
+        if full || old || !active.can_hold(last_offset) {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self, now_ms: i64) -> io::Result<()> {
+        let base_offset = self.log_end_offset();
+        self.active_mut().seal()?;
+        let segment = LogSegment::create(
+            &self.dir,
+            base_offset,
+            now_ms,
+            self.config.index_interval_bytes,
+        )?;
+        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled log segment");
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Whole batches starting with the one holding `offset`, from one
+    /// segment, at most `max_bytes` except that the first batch is always
+    /// returned whole. `offset == log_end_offset` gives an empty slice.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, ReadError> {
+        self.read_bounded(offset, max_bytes, i64::MAX)
+    }
+
+    /// Like [`PartitionLog::read`], but only returns batches lying wholly
+    /// below `max_offset` (e.g. the high watermark or the flushed offset), so
+    /// consumers never see records that could still be lost. An offset in
+    /// `[max_offset, log_end_offset]` gives an empty slice.
+    pub fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadSlice, ReadError> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        let upper = max_offset.min(log_end_offset);
+        if offset >= upper {
+            return Ok(self.empty_slice());
+        }
+        // The segment holding `offset` may end before it (a gap): then the
+        // next segment's first batch is the answer, as in Kafka.
+        for segment in &self.segments[self.segment_index(offset)..] {
+            let Some(first) = segment.find(offset)? else {
+                continue;
+            };
+            if first.last_offset() >= upper {
+                break; // the batch straddles the bound: nothing to return yet
+            }
+            let bound = segment.bound_position(upper)?;
+            let end = segment.read_end(&first, max_bytes, bound)?;
+            return Ok(ReadSlice {
+                file: Arc::clone(segment.log_file()),
+                position: first.position,
+                // Bounded by max(max_bytes, one i32-sized batch).
+                len: (end - first.position) as usize,
+            });
+        }
+        Ok(self.empty_slice())
+    }
+
+    fn empty_slice(&self) -> ReadSlice {
+        let active = self.active();
+        ReadSlice {
+            file: Arc::clone(active.log_file()),
+            position: active.size(),
+            len: 0,
+        }
+    }
+
+    /// Index of the last segment with base offset `<= offset` (0 if none).
+    fn segment_index(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The first record with timestamp `>= timestamp`, as `(timestamp,
+    /// offset)`; `None` if there is none. The special ListOffsets timestamps
+    /// (-1 latest, -2 earliest, -3 max) are the caller's to map.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp() >= timestamp)
+        {
+            if let Some(hit) = segment.find_by_timestamp(timestamp)? {
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (the first one if several share
+    /// it), as `(timestamp, offset)`; `None` if no record has a timestamp.
+    pub fn max_timestamp_offset(&self) -> io::Result<Option<(i64, i64)>> {
+        let mut best: Option<&LogSegment> = None;
+        for segment in &self.segments {
+            if segment.max_timestamp() != NO_TIMESTAMP
+                && best.is_none_or(|b| segment.max_timestamp() > b.max_timestamp())
+            {
+                best = Some(segment);
+            }
+        }
+        best.map_or(Ok(None), LogSegment::max_timestamp_record)
+    }
+
+    /// The fsyncs needed to make everything appended so far durable, or
+    /// `None` if there is nothing to sync. Run it anywhere (it only holds
+    /// `Arc<File>`s), then report with [`PartitionLog::complete_flush`].
+    /// Having one job in flight at a time gives group commit: appends made
+    /// while it runs are covered by the next one. Overlapping jobs are safe,
+    /// just redundant.
+    ///
+    /// The job covers: the `.log` of every segment holding unflushed offsets;
+    /// the indexes of segments that became inactive since the last completed
+    /// job (needed before the recovery point may pass them); and the directory
+    /// if segments were created since.
+    pub fn flush_job(&self) -> Option<FlushJob> {
+        let active_base = self.active().base_offset();
+        // Both conditions below hold for a suffix of the segments only (base
+        // and end offsets grow along the list): skip the settled prefix.
+        let first = self.segments.partition_point(|s| {
+            s.next_offset() <= self.flushed_offset && s.base_offset() < self.indexes_durable_below
+        });
+        let mut files = Vec::new();
+        for segment in &self.segments[first..] {
+            if segment.next_offset() > self.flushed_offset {
+                files.push(Arc::clone(segment.log_file()));
+            }
+            let inactive = segment.base_offset() < active_base;
+            if inactive && segment.base_offset() >= self.indexes_durable_below {
+                files.extend(segment.index_files().into_iter().cloned());
+            }
+        }
+        let dir = (active_base >= self.dir_durable_below).then(|| Arc::clone(&self.dir_file));
+        if files.is_empty() && dir.is_none() {
+            return None;
+        }
+        Some(FlushJob {
+            files,
+            dir,
+            log_end_offset: self.log_end_offset(),
+            active_base,
+        })
+    }
+
+    /// Records that `job` ran successfully.
+    pub fn complete_flush(&mut self, job: &FlushJob) {
+        let covered = job.log_end_offset.min(self.log_end_offset());
+        self.flushed_offset = self.flushed_offset.max(covered);
+        self.indexes_durable_below = self.indexes_durable_below.max(job.active_base);
+        if job.dir.is_some() {
+            // The directory sync covered every segment existing at job time,
+            // including the then-active one.
+            self.dir_durable_below = self.dir_durable_below.max(job.active_base + 1);
+        }
+    }
+
+    /// Offsets below this are durable.
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+
+    /// Atomically writes the recovery point (tmp file, fsync, rename, fsync
+    /// directory). It is the flushed offset, capped at the first segment
+    /// whose indexes or directory entry are not yet durable, so recovery
+    /// never trusts a segment that could be incomplete. Blocking; call it
+    /// periodically, not per append.
+    pub fn write_recovery_checkpoint(&mut self) -> io::Result<i64> {
+        let recovery_point = self.checkpointable_offset();
+        let tmp = self.dir.join(RECOVERY_POINT_TMP);
+        let mut file = File::create(&tmp)?;
+        file.write_all(format!("{CHECKPOINT_VERSION}\n{recovery_point}\n").as_bytes())?;
+        file.sync_data()?;
+        fs::rename(&tmp, self.dir.join(RECOVERY_POINT_FILE))?;
+        self.dir_file.sync_all()?;
+        Ok(recovery_point)
+    }
+
+    fn checkpointable_offset(&self) -> i64 {
+        let durable_below = self.indexes_durable_below.min(self.dir_durable_below);
+        let first_not_durable = self
+            .segments
+            .iter()
+            .map(LogSegment::base_offset)
+            .find(|&base| base >= durable_below)
+            .unwrap_or(i64::MAX);
+        self.flushed_offset.min(first_not_durable)
+    }
+
+    /// Deletes the oldest non-active segments that are past `retention.ms`
+    /// (by max record timestamp, else file mtime) or not needed to keep
+    /// `retention.bytes`. Returns how many were deleted; the log start offset
+    /// moves to the first remaining segment.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> usize {
+        let mut remaining_bytes = self.size_bytes();
+        let mut count = 0;
+        while count + 1 < self.segments.len() {
+            let segment = &self.segments[count];
+            if !self.is_expired(segment, now_ms, remaining_bytes) {
+                break;
+            }
+            remaining_bytes -= segment.size();
+            count += 1;
+        }
+        for segment in self.segments.drain(..count) {
+            if let Err(e) = segment.delete_files() {
+                // The segment is gone from the log either way; leftover files
+                // are deleted again by retention after the next open.
+                tracing::warn!(segment = %segment.log_path().display(), error = %e, "could not delete segment");
+            }
+        }
+        if count > 0 {
+            self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+            tracing::info!(dir = %self.dir.display(), count, log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        count
+    }
+
+    fn is_expired(&self, segment: &LogSegment, now_ms: i64, total_bytes: u64) -> bool {
+        let retention_ms = self.config.retention_ms;
+        let too_old = retention_ms >= 0
+            && now_ms.saturating_sub(segment.largest_timestamp_ms()) > retention_ms;
+        let too_big = u64::try_from(self.config.retention_bytes)
+            .is_ok_and(|limit| total_bytes - segment.size() >= limit);
+        too_old || too_big
+    }
+
+    /// Deletes the whole partition directory.
+    pub fn delete(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(dir)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(LogSegment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn segments(&self) -> &[LogSegment] {
+        &self.segments
+    }
+
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.recovery
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Takes new settings (a topic config change); they apply from the next append, roll
+    /// or retention run.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn active(&self) -> &LogSegment {
+        self.segments
+            .last()
+            .expect("a partition log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment {
+        self.segments
+            .last_mut()
+            .expect("a partition log always has a segment")
+    }
+}
+
+/// Base offset the `index`-th batch of a validated payload gets when the
+/// payload is appended at `first_offset`.
+fn nth_batch_base_offset(records: &[u8], first_offset: i64, index: usize) -> i64 {
+    first_offset
+        + BatchIter::new(records)
+            .take(index)
+            .map(|(h, _)| h.offset_count())
+            .sum::<i64>()
+}
+
+/// Base offsets of the segments in `dir`, sorted. Removes index files with no
+/// `.log` and a stale recovery point temp file.
+fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = parse_segment_name(name, LOG_SUFFIX) {
+            bases.push(base);
+        } else if let Some(base) = parse_segment_name(name, INDEX_SUFFIX)
+            .or_else(|| parse_segment_name(name, TIME_INDEX_SUFFIX))
+        {
+            indexes.push((base, entry.path()));
+        } else if name == RECOVERY_POINT_TMP {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in indexes {
+        if bases.binary_search(&base).is_err() {
+            tracing::warn!(path = %path.display(), "removing index file without a log segment");
+            fs::remove_file(path)?;
+        }
+    }
+    Ok(bases)
+}
+
+/// The recovery point, or 0 (recover everything) if the file is missing or
+/// unreadable: losing it costs a longer recovery, never data.
+fn read_recovery_point(dir: &Path) -> io::Result<i64> {
+    let text = match fs::read_to_string(dir.join(RECOVERY_POINT_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => String::new(),
+        Err(e) => return Err(e),
+    };
+    let mut lines = text.lines();
+    match (lines.next(), lines.next().map(str::parse::<i64>)) {
+        (Some(CHECKPOINT_VERSION), Some(Ok(offset))) if offset >= 0 => Ok(offset),
+        _ => {
+            tracing::warn!(dir = %dir.display(), "ignoring malformed recovery point file");
+            Ok(0)
+        }
+    }
+}
+
+/// Opens every segment (see [`PartitionLog::open`]). Returns the segments
+/// and the base offset of the first one that was recovered rather than trusted.
+fn load_segments(
+    dir: &Path,
+    bases: &[i64],
+    recovery_point: i64,
+    config: &LogConfig,
+    stats: &mut RecoveryStats,
+) -> io::Result<(Vec<LogSegment>, Option<i64>)> {
+    let interval = config.index_interval_bytes;
+    let mut segments = Vec::with_capacity(bases.len());
+    let mut first_recovered = None;
+    for (i, &base) in bases.iter().enumerate() {
+        let next_base = bases.get(i + 1).copied();
+        let trusted = match next_base.filter(|&next| next <= recovery_point) {
+            Some(next) => match LogSegment::open_trusted(dir, base, next, interval)? {
+                Ok(segment) => Some(segment),
+                Err(insane) => {
+                    tracing::warn!(dir = %dir.display(), base, %insane, "rebuilding index of segment");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (segment, outcome) = match trusted {
+            Some(segment) => {
+                stats.segments_trusted += 1;
+                (segment, RecoveryOutcome::default())
+            }
+            None => {
+                stats.segments_recovered += 1;
+                first_recovered.get_or_insert(base);
+                LogSegment::open_and_recover(dir, base, interval)?
+            }
+        };
+        stats.bytes_truncated += outcome.truncated_bytes;
+        let overlaps_next = next_base.is_some_and(|next| segment.next_offset() > next);
+        segments.push(segment);
+        if next_base.is_some() && (outcome.truncated_bytes > 0 || overlaps_next) {
+            // Kafka semantics: nothing after the first bad batch survives.
+            stats.segments_deleted += delete_segments(dir, &bases[i + 1..])?;
+            break;
+        }
+    }
+    Ok((segments, first_recovered))
+}
+
+fn delete_segments(dir: &Path, bases: &[i64]) -> io::Result<usize> {
+    for &base in bases {
+        tracing::warn!(dir = %dir.display(), base, "deleting segment after a corrupt one");
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            match fs::remove_file(super::segment::segment_path(dir, base, suffix)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(bases.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::test_util::{batch, batch_with, concat};
+    use crate::log::segment::segment_path;
+    use kafka_protocol::records::Compression;
+    use std::fs::OpenOptions;
+
+    /// One single-record batch with a 30-byte value: the unit of most tests.
+    fn one(ts: i64) -> Bytes {
+        batch(1, ts, 30)
+    }
+
+    fn batch_len() -> u64 {
+        one(0).len() as u64
+    }
+
+    /// Ten `one` batches per segment.
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 10 * batch_len(),
+            segment_ms: i64::MAX,
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 1 << 20,
+            index_interval_bytes: 150,
+        }
+    }
+
+    fn open(dir: &Path) -> PartitionLog {
+        PartitionLog::open(&dir.join("topic-0"), config()).unwrap()
+    }
+
+    fn append_n(log: &mut PartitionLog, n: i64, first_ts: i64) {
+        for i in 0..n {
+            log.append(&one(first_ts + i), 0, 0).unwrap();
+        }
+    }
+
+    fn bases(log: &PartitionLog) -> Vec<i64> {
+        log.segments().iter().map(LogSegment::base_offset).collect()
+    }
+
+    fn flush(log: &mut PartitionLog) {
+        while let Some(job) = log.flush_job() {
+            job.run().unwrap();
+            log.complete_flush(&job);
+        }
+    }
+
+    fn flip_byte(path: &Path, position: u64) {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        file.read_exact_at(&mut b, position).unwrap();
+        file.write_all_at(&[b[0] ^ 0xFF], position).unwrap();
+    }
+
+    fn offsets_in(slice: &ReadSlice) -> Vec<(i64, i64)> {
+        let bytes = slice.read_to_bytes().unwrap();
+        BatchIter::new(&bytes)
+            .map(|(h, _)| (h.base_offset.get(), h.last_offset()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_dir_gets_segment_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.size_bytes()
+            ),
+            (0, 0, 0)
+        );
+        assert!(dir.path().join("topic-0/00000000000000000000.log").exists());
+        assert!(dir
+            .path()
+            .join("topic-0/00000000000000000000.index")
+            .exists());
+        assert!(dir
+            .path()
+            .join("topic-0/00000000000000000000.timeindex")
+            .exists());
+    }
+
+    #[test]
+    fn append_assigns_consecutive_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let a = log.append(&batch(3, 10, 5), 4, 0).unwrap();
+        assert_eq!((a.base_offset, a.last_offset, a.max_timestamp), (0, 2, 10));
+        let payload = concat(&[batch(2, 50, 5), batch(4, 70, 5), batch(1, 60, 5)]);
+        let b = log.append(&payload, 4, 0).unwrap();
+        assert_eq!((b.base_offset, b.last_offset, b.batch_count), (3, 9, 3));
+        assert_eq!((b.max_timestamp, b.offset_of_max_timestamp), (70, 5));
+        assert_eq!(log.log_end_offset(), 10);
+    }
+
+    #[test]
+    fn append_claiming_more_offsets_than_a_segment_can_index_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // Control batches skip the record count check: each may claim 2^31 offsets.
+        let mut huge = batch(1, 0, 10).to_vec();
+        huge[21..23].copy_from_slice(&(1i16 << 5).to_be_bytes()); // control
+        huge[23..27].copy_from_slice(&i32::MAX.to_be_bytes()); // lastOffsetDelta
+        let crc = crate::log::batch::compute_crc(&huge);
+        huge[17..21].copy_from_slice(&crc.to_be_bytes());
+        let huge = Bytes::from(huge);
+        let payload = concat(&[huge.clone(), huge.clone(), huge]);
+        let err = log.append(&payload, 0, 0).unwrap_err();
+        assert!(matches!(err, AppendError::OffsetOverflow { .. }), "{err}");
+        assert_eq!((log.size_bytes(), log.log_end_offset()), (0, 0));
+    }
+
+    #[test]
+    fn invalid_append_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_n(&mut log, 1, 0);
+        let size = log.size_bytes();
+        let mut bad = concat(&[one(1), one(2)]).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1; // the second batch is corrupt: the first must not be written either
+        let err = log.append(&Bytes::from(bad), 0, 0).unwrap_err();
+        assert_eq!(err.kafka_error_code(), error_code::CORRUPT_MESSAGE);
+        let mut old = one(1).to_vec();
+        old[16] = 1;
+        let err = log.append(&Bytes::from(old), 0, 0).unwrap_err();
+        assert_eq!(
+            err.kafka_error_code(),
+            error_code::UNSUPPORTED_FOR_MESSAGE_FORMAT
+        );
+        assert_eq!((log.size_bytes(), log.log_end_offset()), (size, 1));
+        let segment = &log.segments()[0];
+        assert_eq!(fs::metadata(segment.log_path()).unwrap().len(), size);
+    }
+
+    #[test]
+    fn rolls_by_size_and_oversized_batch_gets_its_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_n(&mut log, 25, 0);
+        assert_eq!(bases(&log), vec![0, 10, 20]);
+        for segment in &log.segments()[..2] {
+            assert_eq!(segment.size(), 10 * batch_len());
+            assert!(segment
+                .log_path()
+                .ends_with(format!("{:020}.log", segment.base_offset())));
+        }
+        let big = batch(2, 0, 2 * config().segment_bytes as usize);
+        let info = log.append(&big, 0, 0).unwrap();
+        assert_eq!((info.segment_base_offset, info.position), (25, 0));
+        append_n(&mut log, 1, 0);
+        assert_eq!(bases(&log), vec![0, 10, 20, 25, 27]);
+    }
+
+    #[test]
+    fn rolls_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_ms: 1_000,
+            ..config()
+        };
+        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        // The first segment's creation time is wall-clock time at open.
+        let t0 = system_time_ms(SystemTime::now());
+        log.append(&one(0), 0, t0).unwrap();
+        log.append(&one(0), 0, t0 + 500).unwrap();
+        assert_eq!(bases(&log), vec![0]);
+        log.append(&one(0), 0, t0 + 1_500).unwrap();
+        assert_eq!(bases(&log), vec![0, 2]);
+        // The new segment's age counts from the roll.
+        log.append(&one(0), 0, t0 + 2_400).unwrap();
+        assert_eq!(bases(&log), vec![0, 2]);
+        log.append(&one(0), 0, t0 + 2_500).unwrap();
+        assert_eq!(bases(&log), vec![0, 2, 4]);
+    }
+
+    #[test]
+    fn read_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // Offsets 0..=4 in one batch, then 5..=24 in single-record batches.
+        log.append(&batch(5, 0, 10), 0, 0).unwrap();
+        append_n(&mut log, 20, 0);
+        let five = log.segments()[0].find(0).unwrap().unwrap().size as usize;
+        let unit = batch_len() as usize;
+
+        // Mid-batch offset: the slice starts at the batch holding it.
+        let s = log.read(3, 1 << 20).unwrap();
+        assert_eq!(s.position, 0);
+        assert_eq!(offsets_in(&s)[0], (0, 4));
+        // One segment only, whole batches only.
+        assert_eq!(s.len as u64, log.segments()[0].size());
+        let s = log.read(5, 3 * unit + unit / 2).unwrap();
+        assert_eq!(offsets_in(&s), vec![(5, 5), (6, 6), (7, 7)]);
+        // max_bytes below the first batch still returns it whole.
+        let s = log.read(1, 10).unwrap();
+        assert_eq!((s.position, s.len), (0, five));
+        // Offset in a later segment.
+        let later = log.segments()[1].base_offset();
+        let s = log.read(later + 1, 2 * unit).unwrap();
+        assert_eq!(
+            offsets_in(&s),
+            vec![(later + 1, later + 1), (later + 2, later + 2)]
+        );
+        // Bounded reads stop before the first batch reaching the bound.
+        let s = log.read_bounded(0, 1 << 20, 8).unwrap();
+        assert_eq!(offsets_in(&s), vec![(0, 4), (5, 5), (6, 6), (7, 7)]);
+        assert!(log.read_bounded(3, 1 << 20, 4).unwrap().is_empty()); // straddles
+        assert!(log.read_bounded(8, 1 << 20, 8).unwrap().is_empty());
+        // At the log end: empty. Beyond, or before the start: out of range.
+        assert!(log.read(25, 100).unwrap().is_empty());
+        for offset in [26, -1] {
+            let err = log.read(offset, 100).unwrap_err();
+            assert_eq!(err.kafka_error_code(), error_code::OFFSET_OUT_OF_RANGE);
+        }
+    }
+
+    #[test]
+    fn retention_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            retention_ms: 1_000,
+            ..config()
+        };
+        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        append_n(&mut log, 10, 1_000); // max ts 1009
+        append_n(&mut log, 10, 5_000); // max ts 5009
+        append_n(&mut log, 5, 9_000); // active
+        let reader = log.read(0, 1 << 20).unwrap();
+        let first_log = log.segments()[0].log_path().to_path_buf();
+
+        assert_eq!(log.enforce_retention(5_500), 1);
+        assert_eq!(log.log_start_offset(), 10);
+        assert!(!first_log.exists());
+        assert!(!first_log.with_extension("index").exists());
+        assert!(matches!(
+            log.read(5, 100),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        // A reader holding the deleted segment's file still reads it.
+        assert_eq!(offsets_in(&reader).len(), 10);
+        // The active segment is never deleted, however old.
+        assert_eq!(log.enforce_retention(1_000_000), 1);
+        assert_eq!((bases(&log), log.log_start_offset()), (vec![20], 20));
+        // And the log reopens with the new start offset.
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 25));
+    }
+
+    #[test]
+    fn retention_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = config().segment_bytes as i64;
+        let cfg = LogConfig {
+            retention_bytes: 2 * seg,
+            ..config()
+        };
+        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        append_n(&mut log, 45, 0); // four full segments and a half-full active one
+        assert_eq!(log.segment_count(), 5);
+        // 4.5 segments; deleting two leaves 2.5 >= 2, a third would leave 1.5.
+        assert_eq!(log.enforce_retention(0), 2);
+        assert_eq!(log.log_start_offset(), 20);
+        assert_eq!(log.size_bytes(), 25 * batch_len());
+        assert_eq!(log.enforce_retention(0), 0);
+    }
+
+    /// Three segments' worth of data and the position of every batch in the last.
+    fn three_segments(dir: &Path) -> PartitionLog {
+        let mut log = PartitionLog::open(dir, config()).unwrap();
+        append_n(&mut log, 25, 0);
+        assert_eq!(bases(&log), vec![0, 10, 20]);
+        log
+    }
+
+    #[test]
+    fn recovers_from_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = three_segments(dir.path());
+        let active = log.segments()[2].log_path().to_path_buf();
+        drop(log);
+        // Cut the last batch (offset 24) in half.
+        let torn = 4 * batch_len() + batch_len() / 2;
+        OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .unwrap()
+            .set_len(torn)
+            .unwrap();
+
+        let mut log = PartitionLog::open(dir.path(), config()).unwrap();
+        let stats = log.recovery_stats();
+        assert_eq!(stats.bytes_truncated, batch_len() / 2);
+        assert_eq!(stats.segments_deleted, 0);
+        assert_eq!(log.log_end_offset(), 24);
+        assert_eq!(fs::metadata(&active).unwrap().len(), 4 * batch_len());
+        let info = log.append(&one(0), 0, 0).unwrap();
+        assert_eq!(info.base_offset, 24);
+        let s = log.read(23, 1 << 20).unwrap();
+        assert_eq!(offsets_in(&s), vec![(23, 23), (24, 24)]);
+    }
+
+    #[test]
+    fn corrupt_byte_past_recovery_point_truncates_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = three_segments(dir.path());
+        let middle = log.segments()[1].log_path().to_path_buf();
+        drop(log);
+        // Flip a byte inside the record data of offset 13 (4th batch of segment 1).
+        flip_byte(&middle, 3 * batch_len() + 70);
+
+        let mut log = PartitionLog::open(dir.path(), config()).unwrap();
+        let stats = log.recovery_stats();
+        assert_eq!((stats.segments_recovered, stats.segments_deleted), (2, 1));
+        assert_eq!(stats.bytes_truncated, 7 * batch_len());
+        assert_eq!(bases(&log), vec![0, 10]);
+        assert_eq!(log.log_end_offset(), 13);
+        assert!(!segment_path(log.dir(), 20, LOG_SUFFIX).exists());
+        assert_eq!(log.append(&one(0), 0, 0).unwrap().base_offset, 13);
+    }
+
+    #[test]
+    fn segments_below_recovery_point_are_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = three_segments(dir.path());
+        flush(&mut log);
+        assert_eq!(log.flushed_offset(), 25);
+        // Capped at the active segment, whose indexes are still changing.
+        assert_eq!(log.write_recovery_checkpoint().unwrap(), 20);
+        let first = log.segments()[0].log_path().to_path_buf();
+        drop(log);
+        // Corrupt a trusted segment: recovery must not even look at it.
+        flip_byte(&first, 5 * batch_len() + 70);
+
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let stats = log.recovery_stats();
+        assert_eq!(stats.recovery_point, 20);
+        assert_eq!((stats.segments_trusted, stats.segments_recovered), (2, 1));
+        assert_eq!(stats.bytes_truncated, 0);
+        assert_eq!(log.log_end_offset(), 25);
+        assert_eq!(log.segments()[0].size(), 10 * batch_len());
+        assert_eq!(log.segments()[1].max_timestamp(), 19);
+        assert_eq!(log.flushed_offset(), 20);
+        drop(log);
+
+        // Without the checkpoint everything is rescanned and the damage found.
+        fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        assert_eq!(log.recovery_stats().segments_recovered, 1);
+        assert_eq!(log.recovery_stats().segments_deleted, 2);
+        assert_eq!(log.log_end_offset(), 5);
+    }
+
+    #[test]
+    fn insane_trusted_index_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = three_segments(dir.path());
+        flush(&mut log);
+        log.write_recovery_checkpoint().unwrap();
+        let index = segment_path(log.dir(), 0, INDEX_SUFFIX);
+        let good = fs::read(&index).unwrap();
+        assert!(!good.is_empty());
+        drop(log);
+        fs::write(&index, &good[..good.len() - 3]).unwrap();
+
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let stats = log.recovery_stats();
+        assert_eq!((stats.segments_trusted, stats.segments_recovered), (1, 2));
+        assert_eq!(fs::read(&index).unwrap(), good);
+        assert_eq!(log.log_end_offset(), 25);
+    }
+
+    #[test]
+    fn flush_jobs_cover_unflushed_segments_and_new_directory_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // A fresh log must make its first segment's directory entry durable.
+        let job = log.flush_job().unwrap();
+        assert!(job.dir.is_some());
+        job.run().unwrap();
+        log.complete_flush(&job);
+        assert!(log.flush_job().is_none());
+
+        append_n(&mut log, 5, 0);
+        let job = log.flush_job().unwrap();
+        assert_eq!(
+            (job.files.len(), job.dir.is_some(), job.log_end_offset()),
+            (1, false, 5)
+        );
+        append_n(&mut log, 10, 0); // rolls to segment 10 while the job is "running"
+        job.run().unwrap();
+        log.complete_flush(&job);
+        assert_eq!(log.flushed_offset(), 5);
+
+        let job = log.flush_job().unwrap();
+        // Both logs, the sealed segment's two indexes, and the directory.
+        assert_eq!(
+            (job.files.len(), job.dir.is_some(), job.log_end_offset()),
+            (4, true, 15)
+        );
+        job.run().unwrap();
+        log.complete_flush(&job);
+        assert_eq!(log.flushed_offset(), 15);
+        assert!(log.flush_job().is_none());
+    }
+
+    #[test]
+    fn timestamp_lookups_across_segments_and_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.append(&batch_with(&[100, 300, 200], 10, Compression::None), 0, 0)
+            .unwrap(); // 0..=2
+        append_n(&mut log, 12, 400); // 3..=14, ts 400..=411, rolls
+        log.append(
+            &batch_with(&[500, 900, 900, 600], 10, Compression::Gzip),
+            0,
+            0,
+        )
+        .unwrap(); // 15..=18
+        log.append(&batch_with(&[700], 10, Compression::Zstd), 0, 0)
+            .unwrap(); // 19
+        assert!(log.segment_count() >= 2);
+
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((100, 0)));
+        assert_eq!(log.offset_for_timestamp(150).unwrap(), Some((300, 1)));
+        assert_eq!(log.offset_for_timestamp(301).unwrap(), Some((400, 3)));
+        assert_eq!(log.offset_for_timestamp(405).unwrap(), Some((405, 8)));
+        assert_eq!(log.offset_for_timestamp(412).unwrap(), Some((500, 15)));
+        assert_eq!(log.offset_for_timestamp(650).unwrap(), Some((900, 16)));
+        assert_eq!(log.offset_for_timestamp(901).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((900, 16)));
+
+        // The same answers after a reopen that trusts the sealed segments.
+        flush(&mut log);
+        log.write_recovery_checkpoint().unwrap();
+        drop(log);
+        let log = open(dir.path());
+        assert!(log.recovery_stats().segments_trusted >= 1);
+        assert_eq!(log.offset_for_timestamp(405).unwrap(), Some((405, 8)));
+        assert_eq!(log.offset_for_timestamp(650).unwrap(), Some((900, 16)));
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((900, 16)));
+    }
+
+    #[test]
+    fn empty_log_has_no_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), None);
+    }
+
+    #[test]
+    fn delete_removes_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_n(&mut log, 3, 0);
+        let path = log.dir().to_path_buf();
+        log.delete().unwrap();
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,391 @@
+//! Cluster metadata of a single node: topics, their ids, partition counts and config
+//! overrides. Shard 0 owns the [`TopicRegistry`] (the only writer, persisted in the data
+//! dir); every shard holds an immutable [`MetadataImage`] snapshot that shard 0 pushes after
+//! each change, so reads never cross shards or take locks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::errors::ErrorCode;
+use crate::log::LogConfig;
+
+/// Upper bound on partitions per topic: each partition holds open files and memory.
+pub const MAX_PARTITIONS: i32 = 10_000;
+/// Kafka's limit on topic name length.
+const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// A topic as stored: what survives a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Per-topic overrides, Kafka topic config names (`retention.ms`, ...).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A topic as served: its record plus the effective log settings.
+#[derive(Debug, Clone)]
+pub struct TopicMeta {
+    pub record: TopicRecord,
+    pub log_config: LogConfig,
+    pub min_insync_replicas: i32,
+}
+
+/// One version of the topic table, shared read-only by all shards.
+#[derive(Debug, Default)]
+pub struct MetadataImage {
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    ids: HashMap<Uuid, String>,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+        self.ids.get(id).and_then(|name| self.topics.get(name))
+    }
+}
+
+/// A topic config that can be set per topic, with the broker setting it defaults to.
+pub struct TopicSetting {
+    pub name: &'static str,
+    pub broker_setting: Option<&'static str>,
+}
+
+pub const TOPIC_SETTINGS: &[TopicSetting] = &[
+    TopicSetting {
+        name: "cleanup.policy",
+        broker_setting: None,
+    },
+    TopicSetting {
+        name: "retention.ms",
+        broker_setting: Some("log.retention.ms"),
+    },
+    TopicSetting {
+        name: "retention.bytes",
+        broker_setting: Some("log.retention.bytes"),
+    },
+    TopicSetting {
+        name: "segment.bytes",
+        broker_setting: Some("log.segment.bytes"),
+    },
+    TopicSetting {
+        name: "segment.ms",
+        broker_setting: Some("log.roll.ms"),
+    },
+    TopicSetting {
+        name: "max.message.bytes",
+        broker_setting: Some("message.max.bytes"),
+    },
+    TopicSetting {
+        name: "index.interval.bytes",
+        broker_setting: Some("log.index.interval.bytes"),
+    },
+    TopicSetting {
+        name: "message.timestamp.type",
+        broker_setting: None,
+    },
+    TopicSetting {
+        name: "min.insync.replicas",
+        broker_setting: None,
+    },
+];
+
+/// The value a topic config has when not overridden.
+pub fn topic_setting_default(broker: &BrokerConfig, setting: &TopicSetting) -> String {
+    match setting.broker_setting {
+        Some(name) => broker
+            .value_of(name)
+            .expect("topic settings map to broker settings"),
+        None => match setting.name {
+            "cleanup.policy" => "delete".into(),
+            "message.timestamp.type" => "CreateTime".into(),
+            "min.insync.replicas" => "1".into(),
+            other => unreachable!("topic setting {other} has no default"),
+        },
+    }
+}
+
+/// Why a topic request was refused: a Kafka error code and a message for the client.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > MAX_TOPIC_NAME_LEN
+        || !valid_chars
+    {
+        return Err(TopicError::new(
+            ErrorCode::InvalidTopicException,
+            format!("topic name `{name}` is invalid: 1 to 249 characters of [a-zA-Z0-9._-], not `.` or `..`"),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves a topic's effective log settings from broker defaults and its overrides,
+/// refusing unknown names and bad values.
+pub fn resolve_topic(broker: &BrokerConfig, record: TopicRecord) -> Result<TopicMeta, TopicError> {
+    let invalid = |message: String| TopicError::new(ErrorCode::InvalidConfig, message);
+    let mut log_config = broker.log.clone();
+    let mut min_insync_replicas = 1;
+    for (name, value) in &record.configs {
+        let number = || -> Result<i64, TopicError> {
+            value
+                .parse::<i64>()
+                .map_err(|_| invalid(format!("config {name}: `{value}` is not a number")))
+        };
+        let positive = || -> Result<i64, TopicError> {
+            let n = number()?;
+            if n <= 0 {
+                return Err(invalid(format!("config {name}: {n} must be positive")));
+            }
+            Ok(n)
+        };
+        let limit = || -> Result<i64, TopicError> {
+            let n = number()?;
+            if n == 0 || n < -1 {
+                return Err(invalid(format!(
+                    "config {name}: {n} must be positive or -1"
+                )));
+            }
+            Ok(n)
+        };
+        match name.as_str() {
+            "cleanup.policy" if value != "delete" => {
+                return Err(invalid(format!("config cleanup.policy: `{value}` is not supported (only `delete`; compaction is not implemented yet)")));
+            }
+            "cleanup.policy" => {}
+            "retention.ms" => log_config.retention_ms = limit()?,
+            "retention.bytes" => log_config.retention_bytes = limit()?,
+            "segment.bytes" => {
+                let n = positive()?;
+                if !(1024..=u32::MAX as i64).contains(&n) {
+                    return Err(invalid(format!(
+                        "config segment.bytes: {n} is outside 1024..=4294967295"
+                    )));
+                }
+                log_config.segment_bytes = n as u64;
+            }
+            "segment.ms" => log_config.segment_ms = positive()?,
+            "max.message.bytes" => {
+                let n = positive()?;
+                if n > broker.socket_request_max_bytes as i64 - 1024 {
+                    return Err(invalid(format!(
+                        "config max.message.bytes: {n} exceeds what a request can carry"
+                    )));
+                }
+                log_config.max_message_bytes = n as usize;
+            }
+            "index.interval.bytes" => log_config.index_interval_bytes = positive()? as usize,
+            "message.timestamp.type" if value != "CreateTime" => {
+                return Err(invalid(format!(
+                    "config message.timestamp.type: `{value}` is not supported (only CreateTime)"
+                )));
+            }
+            "message.timestamp.type" => {}
+            "min.insync.replicas" => min_insync_replicas = positive()? as i32,
+            _ => {
+                return Err(invalid(format!(
+                    "config `{name}` is unknown or not supported"
+                )))
+            }
+        }
+    }
+    Ok(TopicMeta {
+        record,
+        log_config,
+        min_insync_replicas,
+    })
+}
+
+/// The writable topic table, owned by shard 0 and persisted as JSON in the data dir.
+pub struct TopicRegistry {
+    path: PathBuf,
+    topics: BTreeMap<String, TopicRecord>,
+}
+
+const REGISTRY_FILE: &str = "topics.json";
+
+impl TopicRegistry {
+    pub fn load(data_dir: &Path) -> anyhow::Result<TopicRegistry> {
+        let path = data_dir.join(REGISTRY_FILE);
+        let topics = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let list: Vec<TopicRecord> = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is corrupt", path.display()))?;
+                list.into_iter().map(|t| (t.name.clone(), t)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Ok(TopicRegistry { path, topics })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TopicRecord> {
+        self.topics.get(name)
+    }
+
+    pub fn find_by_id(&self, id: &Uuid) -> Option<&TopicRecord> {
+        self.topics.values().find(|t| &t.id == id)
+    }
+
+    /// Inserts or replaces a topic and persists the table before returning, so a topic a
+    /// client was told exists survives a crash.
+    pub fn put(&mut self, record: TopicRecord) -> std::io::Result<()> {
+        self.topics.insert(record.name.clone(), record);
+        self.persist()
+    }
+
+    pub fn remove(&mut self, name: &str) -> std::io::Result<Option<TopicRecord>> {
+        let removed = self.topics.remove(name);
+        if removed.is_some() {
+            self.persist()?;
+        }
+        Ok(removed)
+    }
+
+    /// Builds the image every shard serves from. Topics whose stored configs no longer
+    /// resolve (a setting was dropped) are served with broker defaults and a warning.
+    pub fn image(&self, broker: &BrokerConfig) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for record in self.topics.values() {
+            let meta = resolve_topic(broker, record.clone()).unwrap_or_else(|e| {
+                tracing::warn!(topic = %record.name, "stored topic config invalid ({}); using broker defaults", e.message);
+                TopicMeta { record: record.clone(), log_config: broker.log.clone(), min_insync_replicas: 1 }
+            });
+            image.ids.insert(record.id, record.name.clone());
+            image.topics.insert(record.name.clone(), Arc::new(meta));
+        }
+        image
+    }
+
+    fn persist(&self) -> std::io::Result<()> {
+        let list: Vec<&TopicRecord> = self.topics.values().collect();
+        let json = serde_json::to_vec_pretty(&list).expect("topic records serialize");
+        write_atomically(&self.path, &json)
+    }
+}
+
+/// Writes a small file so that after a crash it holds either the old or the new content:
+/// write a temp file, fsync it, rename over, fsync the directory.
+pub fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads or creates `meta.properties` (Kafka's name) holding the cluster id, so the id
+/// stays the same across restarts and a data dir of another node is refused.
+pub fn load_cluster_id(data_dir: &Path, node_id: i32) -> anyhow::Result<String> {
+    let path = data_dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+                    .map(str::trim)
+            };
+            let cluster_id = field("cluster.id")
+                .with_context(|| format!("{} has no cluster.id", path.display()))?;
+            if let Some(stored) = field("node.id") {
+                if stored != node_id.to_string() {
+                    anyhow::bail!(
+                        "data dir {} belongs to node.id {stored}, but this broker is node.id {node_id}",
+                        data_dir.display()
+                    );
+                }
+            }
+            Ok(cluster_id.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = base64_url(Uuid::new_v4().as_bytes());
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            write_atomically(&path, text.as_bytes())?;
+            Ok(cluster_id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Kafka prints cluster and topic ids in URL-safe base64 without padding.
+pub fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Which shard owns a partition. Consecutive partitions of a topic land on consecutive
+/// shards, so a topic's load spreads over all cores.
+pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
+    // FNV-1a: stable across runs and builds, unlike std's randomized hasher.
+    let hash = topic.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    (hash.wrapping_add(partition as u64) % shard_count as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        for bad in ["", ".", "..", "with space", "slash/es", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn partitions_of_a_topic_spread_over_shards() {
+        let shards: std::collections::HashSet<usize> =
+            (0..4).map(|p| shard_for("t", p, 2)).collect();
+        assert_eq!(shards.len(), 2);
+    }
+
+    #[test]
+    fn base64_matches_kafka_form() {
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64_url(&[0u8; 16]).len(), 22);
+    }
+}

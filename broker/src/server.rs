@@ -1,0 +1,178 @@
+//! Per-shard TCP serving: every shard binds the listen address with SO_REUSEPORT (glommio
+//! sets it), so the kernel spreads connections over shards.
+//!
+//! A connection is served by two tasks: the reader decodes frames and spawns one handler
+//! task per request, passing the task handles in arrival order through a bounded queue;
+//! the writer awaits them in that order. Requests on one connection thus run concurrently
+//! (pipelining) while responses leave in request order, and the queue bound limits the
+//! requests in flight per connection.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use corelog_io::{TcpListener, TcpStream};
+use futures::channel::mpsc;
+use futures::io::BufReader;
+use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+use kafka_protocol::messages::{ApiKey, RequestKind};
+
+use crate::handlers::{self, RequestContext};
+use crate::protocol::{self, FrameError};
+use crate::shard::Shard;
+
+/// Requests one connection may have in flight; the reader stops reading past this.
+const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+/// Read buffer per connection: most produce frames fit in one read.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                corelog_io::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= shard.config.max_connections {
+            tracing::warn!(
+                "closing a new connection: {} connections already open on shard {} (max.connections)",
+                shard.connections.get(),
+                shard.id
+            );
+            continue;
+        }
+        let shard = shard.clone();
+        corelog_io::spawn_local(async move {
+            shard.connections.set(shard.connections.get() + 1);
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            match serve_connection(shard.clone(), stream).await {
+                Ok(()) | Err(FrameError::Closed) => tracing::debug!(%peer, "connection closed"),
+                Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
+            }
+            shard.connections.set(shard.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), FrameError> {
+    stream
+        .set_nodelay(true)
+        .map_err(|e| FrameError::Io(e.into()))?;
+    let (reader, mut writer) = stream.split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let (mut queue, mut responses) =
+        mpsc::channel::<corelog_io::Task<Option<Bytes>>>(MAX_IN_FLIGHT_PER_CONNECTION);
+
+    let writer_task = corelog_io::spawn_local(async move {
+        while let Some(response) = responses.next().await {
+            if let Some(frame) = response.await {
+                writer.write_all(&frame).await?;
+            }
+        }
+        writer.flush().await
+    });
+
+    let max_frame = shard.config.socket_request_max_bytes;
+    let outcome = loop {
+        let frame = match protocol::read_frame(&mut reader, max_frame).await {
+            Ok(frame) => frame,
+            Err(e) => break Err(e),
+        };
+        let task = match prepare(&shard, frame) {
+            Ok(Prepared::Immediate(response)) => {
+                corelog_io::spawn_local(async move { Some(response) })
+            }
+            Ok(Prepared::Handle {
+                ctx,
+                request,
+                api_key,
+                correlation_id,
+                respond,
+            }) => corelog_io::spawn_local(async move {
+                let response = handlers::dispatch(&ctx, *request).await?;
+                if !respond {
+                    return None;
+                }
+                match protocol::encode_response(api_key, ctx.api_version, correlation_id, &response)
+                {
+                    Ok(frame) => Some(frame),
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot encode {api_key:?} v{} response: {e}",
+                            ctx.api_version
+                        );
+                        None
+                    }
+                }
+            }),
+            Err(e) => break Err(e),
+        };
+        if queue.send(task).await.is_err() {
+            // The writer stopped: the socket failed.
+            break Ok(());
+        }
+    };
+    drop(queue);
+    // Answer what was already accepted before closing, as Kafka does.
+    let written = writer_task.await;
+    outcome?;
+    written.map_err(FrameError::Io)
+}
+
+enum Prepared {
+    Immediate(Bytes),
+    Handle {
+        ctx: RequestContext,
+        request: Box<RequestKind>,
+        api_key: ApiKey,
+        correlation_id: i32,
+        /// Produce with acks=0 gets no response at all.
+        respond: bool,
+    },
+}
+
+/// Decodes a frame into a request we serve, or decides how to refuse it.
+fn prepare(shard: &Rc<Shard>, frame: Bytes) -> Result<Prepared, FrameError> {
+    let prefix = protocol::header_prefix(&frame);
+    let (version, correlation_id) = (prefix.api_version, prefix.correlation_id);
+    let api_key =
+        ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApi(prefix.api_key))?;
+    let Some(range) = handlers::served_versions(api_key) else {
+        return Err(FrameError::UnknownApi(prefix.api_key));
+    };
+    if version < range.min || version > range.max {
+        // The header layout of a version we do not know is unknown too: answer from the
+        // prefix alone.
+        if api_key == ApiKey::ApiVersions {
+            return Ok(Prepared::Immediate(protocol::api_versions_fallback(
+                correlation_id,
+                handlers::api_versions_response(),
+            )));
+        }
+        return Err(FrameError::UnsupportedVersion {
+            api: api_key,
+            version,
+            min: range.min,
+            max: range.max,
+        });
+    }
+    let mut frame = protocol::decode_header(api_key, frame)?;
+    let request = protocol::decode_body(&mut frame)?;
+    let respond = !matches!(&request, RequestKind::Produce(p) if p.acks == 0);
+    Ok(Prepared::Handle {
+        ctx: RequestContext {
+            shard: shard.clone(),
+            api_version: version,
+        },
+        request: Box::new(request),
+        api_key,
+        correlation_id,
+        respond,
+    })
+}

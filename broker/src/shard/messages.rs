@@ -1,0 +1,148 @@
+//! What shards ask of each other. Payloads are `Bytes` (refcounted, never copied) and
+//! immutable `Arc`s; everything here is `Send` because it crosses cores.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::errors::ErrorCode;
+use crate::metadata::{MetadataImage, TopicError, TopicRecord};
+
+pub enum ShardRequest {
+    /// Produce to partitions the receiving shard owns.
+    Append {
+        acks: i16,
+        partitions: Vec<AppendRequest>,
+    },
+    /// Read from partitions the receiving shard owns; wait up to `wait` for `min_bytes`.
+    Fetch {
+        queries: Vec<FetchQuery>,
+        min_bytes: usize,
+        max_bytes: usize,
+        wait: Option<Duration>,
+    },
+    ListOffsets(Vec<OffsetQuery>),
+    /// Create, delete or grow topics: only sent to the controller shard.
+    ChangeTopics(TopicChange),
+    /// A new metadata image from the controller shard.
+    ApplyImage {
+        version: u64,
+        image: Arc<MetadataImage>,
+    },
+}
+
+pub enum ShardResponse {
+    Append(Vec<AppendResult>),
+    Fetch(Vec<FetchResult>),
+    ListOffsets(Vec<OffsetResult>),
+    TopicsChanged(Vec<Result<TopicRecord, TopicError>>),
+    ImageApplied,
+    /// The target shard is gone (shutting down).
+    Unavailable,
+}
+
+pub struct AppendRequest {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendResult {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+impl AppendResult {
+    pub fn error(code: ErrorCode, message: Option<String>) -> Self {
+        AppendResult {
+            error_code: code.code(),
+            error_message: message,
+            base_offset: -1,
+            last_offset: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FetchQuery {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+pub struct FetchResult {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+impl FetchResult {
+    pub fn error(code: ErrorCode) -> Self {
+        FetchResult {
+            error_code: code.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+        }
+    }
+}
+
+pub struct OffsetQuery {
+    pub topic: String,
+    pub partition: i32,
+    /// A timestamp, or Kafka's specials: -1 latest, -2 earliest, -3 max timestamp.
+    pub timestamp: i64,
+}
+
+pub struct OffsetResult {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+impl OffsetResult {
+    pub fn error(code: ErrorCode) -> Self {
+        OffsetResult {
+            error_code: code.code(),
+            timestamp: -1,
+            offset: -1,
+        }
+    }
+}
+
+/// A topic named by a request: by name, or by id (newer request versions).
+#[derive(Debug, Clone)]
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's num.partitions.
+    pub partitions: i32,
+    /// -1: the broker's default.replication.factor.
+    pub replication_factor: i16,
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+pub enum TopicChange {
+    Create {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    Delete(Vec<TopicRef>),
+    AddPartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+}

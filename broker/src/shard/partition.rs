@@ -1,0 +1,258 @@
+//! One partition as a shard serves it: its log plus what waits on it (long-polling
+//! fetches, acks=all producers waiting for fdatasync).
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use event_listener::{Event, EventListener};
+use uuid::Uuid;
+
+use super::messages::{AppendResult, FetchResult, OffsetResult};
+use crate::errors::ErrorCode;
+use crate::log::{LogConfig, PartitionLog};
+use crate::metadata::{base64_url, write_atomically, TopicMeta};
+
+fn error_code(code: i16) -> ErrorCode {
+    ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError)
+}
+
+/// Kafka's file in each partition dir naming the topic id, so a directory left behind by a
+/// deleted topic is never served as part of a new topic with the same name.
+const PARTITION_METADATA: &str = "partition.metadata";
+
+pub struct Partition {
+    pub topic_id: Uuid,
+    dir: PathBuf,
+    log: RefCell<PartitionLog>,
+    min_insync_replicas: Cell<i32>,
+    appended: Event,
+    flushed: Event,
+    flushing: Cell<bool>,
+    /// Set when an fdatasync failed: Linux may have dropped the dirty pages, so a retry
+    /// could "succeed" without the data on disk. The partition refuses writes from then on.
+    offline: Cell<bool>,
+}
+
+impl Partition {
+    pub fn open(data_dir: &Path, topic: &TopicMeta, index: i32) -> anyhow::Result<Partition> {
+        let dir = data_dir.join(format!("{}-{index}", topic.record.name));
+        let id_line = format!(
+            "version: 0\ntopic_id: {}\n",
+            base64_url(topic.record.id.as_bytes())
+        );
+        match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
+            Ok(existing) if existing == id_line => {}
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(), "removing partition data of an older topic with the same name");
+                std::fs::remove_dir_all(&dir)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let log = PartitionLog::open(&dir, topic.log_config.clone())?;
+        if !dir.join(PARTITION_METADATA).exists() {
+            write_atomically(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
+        }
+        Ok(Partition {
+            topic_id: topic.record.id,
+            dir,
+            log: RefCell::new(log),
+            min_insync_replicas: Cell::new(topic.min_insync_replicas),
+            appended: Event::new(),
+            flushed: Event::new(),
+            flushing: Cell::new(false),
+            offline: Cell::new(false),
+        })
+    }
+
+    pub fn update_config(&self, config: &LogConfig, min_insync_replicas: i32) {
+        self.log.borrow_mut().set_config(config.clone());
+        self.min_insync_replicas.set(min_insync_replicas);
+    }
+
+    /// Validates and appends a produce payload (nothing is written if any batch is bad)
+    /// and wakes long-polling fetches.
+    pub fn append(&self, records: &Bytes, acks: i16, now_ms: i64) -> AppendResult {
+        if self.offline.get() {
+            return AppendResult::error(
+                ErrorCode::KafkaStorageError,
+                Some("partition is offline after a failed fdatasync".into()),
+            );
+        }
+        // A single node is the whole ISR: acks=all cannot be honoured above 1.
+        if acks == -1 && self.min_insync_replicas.get() > 1 {
+            return AppendResult::error(
+                ErrorCode::NotEnoughReplicas,
+                Some(format!(
+                    "min.insync.replicas is {} but only 1 replica exists",
+                    self.min_insync_replicas.get()
+                )),
+            );
+        }
+        let mut log = self.log.borrow_mut();
+        match log.append(records, 0, now_ms) {
+            Ok(info) => {
+                drop(log);
+                self.appended.notify(usize::MAX);
+                let log = self.log.borrow();
+                AppendResult {
+                    error_code: 0,
+                    error_message: None,
+                    base_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                    log_start_offset: log.log_start_offset(),
+                }
+            }
+            Err(e) => AppendResult::error(error_code(e.kafka_error_code()), Some(e.to_string())),
+        }
+    }
+
+    pub fn listen_appends(&self) -> EventListener {
+        self.appended.listen()
+    }
+
+    pub fn read(&self, offset: i64, max_bytes: usize) -> FetchResult {
+        let log = self.log.borrow();
+        let high_watermark = log.log_end_offset();
+        let log_start_offset = log.log_start_offset();
+        let records = match log.read(offset, max_bytes) {
+            Ok(slice) => match slice.read_to_bytes() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), "read failed: {e}");
+                    return FetchResult::error(ErrorCode::KafkaStorageError);
+                }
+            },
+            Err(e) => {
+                return FetchResult::error(error_code(e.kafka_error_code()))
+                    .with_offsets(high_watermark, log_start_offset)
+            }
+        };
+        FetchResult {
+            error_code: 0,
+            high_watermark,
+            log_start_offset,
+            records,
+        }
+    }
+
+    /// The answer for a partition left out of a fetch because the response is full.
+    pub fn empty_read(&self) -> FetchResult {
+        let log = self.log.borrow();
+        FetchResult {
+            error_code: 0,
+            high_watermark: log.log_end_offset(),
+            log_start_offset: log.log_start_offset(),
+            records: Bytes::new(),
+        }
+    }
+
+    pub fn list_offset(&self, timestamp: i64) -> OffsetResult {
+        let log = self.log.borrow();
+        let found = match timestamp {
+            // Latest, and KIP-1005's latest-tiered (nothing is tiered): the log end.
+            -1 | -5 => Ok(Some((-1, log.log_end_offset()))),
+            // Earliest, and KIP-405's earliest-local: the log start.
+            -2 | -4 => Ok(Some((-1, log.log_start_offset()))),
+            -3 => log.max_timestamp_offset(),
+            ts if ts >= 0 => log.offset_for_timestamp(ts),
+            _ => return OffsetResult::error(ErrorCode::InvalidRequest),
+        };
+        match found {
+            Ok(found) => {
+                let (timestamp, offset) = found.unwrap_or((-1, -1));
+                OffsetResult {
+                    error_code: 0,
+                    timestamp,
+                    offset,
+                }
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), "log read failed: {e}");
+                OffsetResult::error(ErrorCode::KafkaStorageError)
+            }
+        }
+    }
+
+    /// Waits until everything up to `last_offset` is fdatasynced. Concurrent waiters share
+    /// one sync: whoever finds no sync running starts one covering everything written so
+    /// far, the others wait for it and check again.
+    pub async fn wait_durable(&self, last_offset: i64) -> std::io::Result<()> {
+        loop {
+            if self.log.borrow().flushed_offset() > last_offset {
+                return Ok(());
+            }
+            if self.flushing.get() {
+                let listener = self.flushed.listen();
+                if self.flushing.get() {
+                    listener.await;
+                }
+                continue;
+            }
+            self.sync_once().await?;
+        }
+    }
+
+    /// Runs one fdatasync of everything appended so far on the blocking pool.
+    async fn sync_once(&self) -> std::io::Result<()> {
+        if self.offline.get() {
+            return Err(std::io::Error::other(
+                "partition is offline after a failed fdatasync",
+            ));
+        }
+        let Some(job) = self.log.borrow().flush_job() else {
+            return Ok(());
+        };
+        self.flushing.set(true);
+        let (job, outcome) = corelog_io::spawn_blocking(move || {
+            let outcome = job.run();
+            (job, outcome)
+        })
+        .await;
+        self.flushing.set(false);
+        match &outcome {
+            Ok(()) => self.log.borrow_mut().complete_flush(&job),
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), "fdatasync failed, taking the partition offline: {e}");
+                self.offline.set(true);
+            }
+        }
+        self.flushed.notify(usize::MAX);
+        outcome
+    }
+
+    pub async fn flush_and_checkpoint(&self) -> std::io::Result<()> {
+        if self.flushing.get() {
+            return Ok(());
+        }
+        self.sync_once().await?;
+        self.log
+            .borrow_mut()
+            .write_recovery_checkpoint()
+            .map(|_| ())
+    }
+
+    pub fn enforce_retention(&self, now_ms: i64) {
+        let deleted = self.log.borrow_mut().enforce_retention(now_ms);
+        if deleted > 0 {
+            tracing::info!(dir = %self.dir.display(), deleted, "retention deleted segments");
+        }
+    }
+
+    /// Removes the partition's data for good (its topic was deleted). Readers still holding
+    /// a segment keep reading the unlinked file.
+    pub fn delete(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::error!(dir = %self.dir.display(), "cannot delete partition data: {e}");
+        }
+    }
+}
+
+impl FetchResult {
+    fn with_offsets(mut self, high_watermark: i64, log_start_offset: i64) -> Self {
+        self.high_watermark = high_watermark;
+        self.log_start_offset = log_start_offset;
+        self
+    }
+}

@@ -1,0 +1,390 @@
+//! End-to-end tests of the real broker binary over real sockets: protocol negotiation,
+//! bad input, produce/fetch across shards, long poll, pipelining, durability.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{
+    batch, batch_with, decode_values, produce_request, without_assigned_fields, Broker, Client,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::Compression;
+
+const CORRUPT_MESSAGE: i16 = 2;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const UNSUPPORTED_VERSION: i16 = 35;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_PARTITIONS: i16 = 37;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_CONFIG: i16 = 40;
+const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+
+#[test]
+fn api_versions_advertises_what_is_served_and_falls_back_to_v0() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.client();
+    let response = client.call(
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    assert_eq!(response.error_code, 0);
+    let produce = response
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (3, 13));
+    let fetch = response
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Fetch as i16)
+        .unwrap();
+    assert_eq!((fetch.min_version, fetch.max_version), (4, 18));
+    assert!(
+        !response
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::JoinGroup as i16),
+        "groups are not served yet"
+    );
+
+    // A version from the future: the v0-format answer with our ranges.
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::ApiVersions as i16)
+        .with_request_api_version(99)
+        .with_correlation_id(7)
+        .encode(&mut body, 1)
+        .unwrap();
+    client.send_raw(&body);
+    let mut frame = client.read_frame().unwrap();
+    let header = ResponseHeader::decode(&mut frame, 0).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    let fallback = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+    assert_eq!(fallback.error_code, UNSUPPORTED_VERSION);
+    assert!(fallback
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
+}
+
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let broker = Broker::start(
+        1,
+        &["socket.request.max.bytes=65536", "message.max.bytes=1024"],
+    );
+    let mut healthy = broker.client();
+    healthy.create_topic("t", 1);
+
+    // Oversize frame: closed before the body is read.
+    let mut oversize = broker.client();
+    oversize.send_raw(&vec![0u8; 70_000]);
+    assert!(oversize.is_closed_by_broker());
+
+    // Unknown API key.
+    let mut unknown = broker.client();
+    unknown.send_raw(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]);
+    assert!(unknown.is_closed_by_broker());
+
+    // Unsupported version of a served API (Produce v2 used message format v0/v1).
+    let mut old = broker.client();
+    old.send_raw(&[0, ApiKey::Produce as u8, 0, 2, 0, 0, 0, 1, 0, 0]);
+    assert!(old.is_closed_by_broker());
+
+    // A body that does not decode.
+    let mut garbage = broker.client();
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Metadata as i16)
+        .with_request_api_version(1)
+        .with_correlation_id(1)
+        .encode(&mut body, 1)
+        .unwrap();
+    body.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff]); // a topic array of 2^31-1 entries
+    garbage.send_raw(&body);
+    assert!(garbage.is_closed_by_broker());
+
+    // The broker still serves the healthy connection.
+    assert_eq!(
+        healthy.produce("t", 0, 1, batch(&["still", "fine"])),
+        (0, 0)
+    );
+}
+
+#[test]
+fn invalid_batches_are_refused_and_change_nothing() {
+    let broker = Broker::start(
+        2,
+        &["message.max.bytes=2048", "auto.create.topics.enable=false"],
+    );
+    let mut client = broker.client();
+    client.create_topic("t", 2);
+    let good = batch(&["a", "b", "c"]);
+
+    let mut corrupt = BytesMut::from(&good[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(
+        client.produce("t", 0, -1, corrupt.freeze()).0,
+        CORRUPT_MESSAGE
+    );
+
+    let mut old_magic = BytesMut::from(&good[..]);
+    old_magic[16] = 1;
+    assert_eq!(
+        client.produce("t", 0, -1, old_magic.freeze()).0,
+        UNSUPPORTED_FOR_MESSAGE_FORMAT
+    );
+
+    let mut torn = good.clone();
+    torn.truncate(good.len() - 5);
+    assert_eq!(client.produce("t", 0, -1, torn).0, CORRUPT_MESSAGE);
+
+    let big = "x".repeat(4096);
+    assert_eq!(
+        client.produce("t", 0, -1, batch(&[&big])).0,
+        MESSAGE_TOO_LARGE
+    );
+
+    // A good batch followed by a corrupt one: the whole request is refused.
+    let mut mixed = BytesMut::from(&good[..]);
+    let mut bad = BytesMut::from(&good[..]);
+    bad[30] ^= 1;
+    mixed.extend_from_slice(&bad);
+    assert_eq!(
+        client.produce("t", 1, -1, mixed.freeze()).0,
+        CORRUPT_MESSAGE
+    );
+
+    assert_eq!(
+        client.produce("t", 0, 7, good.clone()).0,
+        INVALID_REQUIRED_ACKS
+    );
+    assert_eq!(
+        client.produce("nope", 0, 1, good.clone()).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        client.produce("t", 2, 1, good.clone()).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+
+    for partition in 0..2 {
+        assert_eq!(
+            client.list_offset("t", partition, -1),
+            (0, 0),
+            "nothing was appended"
+        );
+    }
+    assert_eq!(client.produce("t", 0, -1, good), (0, 0));
+    assert_eq!(client.list_offset("t", 0, -1), (0, 3));
+}
+
+#[test]
+fn produce_and_fetch_across_two_shards() {
+    let broker = Broker::start(2, &[]);
+    let mut client = broker.client();
+    client.create_topic("spread", 4);
+    for partition in 0..4 {
+        for round in 0..3 {
+            let values: Vec<String> = (0..5)
+                .map(|i| format!("p{partition}-r{round}-{i}"))
+                .collect();
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let (code, base) = client.produce("spread", partition, 1, batch(&refs));
+            assert_eq!((code, base), (0, round * 5));
+        }
+    }
+    for partition in 0..4 {
+        let (code, hw, records) = client.fetch("spread", partition, 0, 0);
+        assert_eq!((code, hw), (0, 15));
+        let values = decode_values(records);
+        let expected: Vec<(i64, String)> = (0..15)
+            .map(|o| (o, format!("p{partition}-r{}-{}", o / 5, o % 5)))
+            .collect();
+        assert_eq!(values, expected);
+        // From the middle of a batch: the whole batch comes back, as in Kafka.
+        let (_, _, records) = client.fetch("spread", partition, 7, 0);
+        assert_eq!(decode_values(records).first().unwrap().0, 5);
+    }
+    let (code, _, _) = client.fetch("spread", 0, 99, 0);
+    assert_eq!(code, 1, "OFFSET_OUT_OF_RANGE");
+}
+
+#[test]
+fn compressed_batches_are_stored_as_sent() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.client();
+    client.create_topic("z", 1);
+    let mut offset = 0;
+    for compression in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let sent = batch_with(&["one", "two", "three"], compression);
+        assert_eq!(client.produce("z", 0, 1, sent.clone()), (0, offset));
+        let (_, _, records) = client.fetch("z", 0, offset, 0);
+        // Byte for byte, apart from the offset and leader epoch the broker assigned.
+        assert_eq!(
+            without_assigned_fields(&records),
+            without_assigned_fields(&sent)
+        );
+        assert_eq!(decode_values(records).len(), 3);
+        offset += 3;
+    }
+}
+
+#[test]
+fn long_poll_wakes_on_append() {
+    let broker = Broker::start(2, &[]);
+    let mut setup = broker.client();
+    setup.create_topic("tail", 2);
+    for partition in 0..2 {
+        let mut consumer = broker.client();
+        let mut producer = broker.client();
+        let waiting = std::thread::spawn(move || consumer.fetch("tail", partition, 0, 15_000));
+        std::thread::sleep(Duration::from_millis(200));
+        producer.produce("tail", partition, 1, batch(&["wake"]));
+        let (code, hw, records) = waiting.join().unwrap();
+        assert_eq!((code, hw), (0, 1));
+        assert_eq!(decode_values(records), vec![(0, "wake".to_string())]);
+    }
+}
+
+#[test]
+fn pipelined_responses_keep_request_order() {
+    let broker = Broker::start(2, &[]);
+    let mut client = broker.client();
+    client.create_topic("order", 4);
+    let sent: Vec<i32> = (0..40)
+        .map(|i| client.send(9, &produce_request("order", i % 4, 1, batch(&["v"]))))
+        .collect();
+    for expected in sent {
+        let (received, response) = client.receive::<ProduceRequest>(9);
+        assert_eq!(received, expected);
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
+}
+
+#[test]
+fn acks_zero_gets_no_response_but_is_stored() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.client();
+    client.create_topic("fire", 1);
+    client.send(9, &produce_request("fire", 0, 0, batch(&["a", "b"])));
+    // The next response on the connection answers the ListOffsets, not the produce.
+    assert_eq!(client.list_offset("fire", 0, -1), (0, 2));
+}
+
+#[test]
+fn topic_admin_errors() {
+    let broker = Broker::start(2, &[]);
+    let mut client = broker.client();
+    client.create_topic("a", 3);
+    let create =
+        |name: &str, partitions: i32, rf: i16, configs: Vec<(&str, &str)>, validate_only: bool| {
+            CreateTopicsRequest::default()
+                .with_validate_only(validate_only)
+                .with_topics(vec![create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name.into())))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf)
+                    .with_configs(
+                        configs
+                            .into_iter()
+                            .map(|(k, v)| {
+                                create_topics_request::CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(k.into()))
+                                    .with_value(Some(StrBytes::from_string(v.into())))
+                            })
+                            .collect(),
+                    )])
+        };
+    let code = |client: &mut Client, request: CreateTopicsRequest| {
+        client.call(7, &request).topics[0].error_code
+    };
+    assert_eq!(
+        code(&mut client, create("a", 1, 1, vec![], false)),
+        TOPIC_ALREADY_EXISTS
+    );
+    assert_eq!(
+        code(&mut client, create("b", 0, 1, vec![], false)),
+        INVALID_PARTITIONS
+    );
+    assert_eq!(
+        code(&mut client, create("b", 1, 3, vec![], false)),
+        INVALID_REPLICATION_FACTOR
+    );
+    assert_eq!(
+        code(
+            &mut client,
+            create("b", 1, 1, vec![("retention.ms", "soon")], false)
+        ),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        code(
+            &mut client,
+            create("b", 1, 1, vec![("no.such.config", "1")], false)
+        ),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        code(&mut client, create("bad name", 1, 1, vec![], false)),
+        17
+    );
+    assert_eq!(
+        code(
+            &mut client,
+            create("b", 1, 1, vec![("retention.ms", "1000")], true)
+        ),
+        0
+    );
+    assert_eq!(
+        client.produce("b", 0, 1, batch(&["x"])).0,
+        0,
+        "auto-created after validate_only"
+    );
+    let response = client.call(7, &create("c", 2, 1, vec![("retention.ms", "1000")], false));
+    let retention = response.topics[0]
+        .configs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
+    assert_eq!(retention.value.as_ref().unwrap().as_str(), "1000");
+}
+
+#[test]
+fn acks_all_data_survives_kill9() {
+    let mut broker = Broker::start(2, &[]);
+    let mut client = broker.client();
+    client.create_topic("durable", 2);
+    let mut expected = [Vec::new(), Vec::new()];
+    for i in 0..200 {
+        let partition = i % 2;
+        let value = format!("m{i}");
+        let (code, _) = client.produce("durable", partition as i32, -1, batch(&[&value]));
+        assert_eq!(code, 0);
+        expected[partition].push(value);
+    }
+    broker.restart_after_kill9();
+    let mut client = broker.client();
+    for (partition, values) in expected.iter().enumerate() {
+        let (code, hw, records) = client.fetch("durable", partition as i32, 0, 0);
+        assert_eq!((code, hw), (0, values.len() as i64));
+        let got: Vec<String> = decode_values(records).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(&got, values);
+    }
+}
