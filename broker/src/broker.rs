@@ -56,7 +56,10 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 .await;
             shard.set_mesh(mesh);
             if ctx.shard_id == CONTROLLER_SHARD {
-                shard.publish_initial_image().await;
+                if let Err(e) = shard.publish_initial_image().await {
+                    tracing::error!("cannot create the internal offsets topic: {e:#}");
+                    std::process::exit(1);
+                }
             }
             shard.wait_for_first_image().await;
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();

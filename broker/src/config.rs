@@ -28,6 +28,21 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
+    pub groups: GroupSettings,
+}
+
+/// Consumer group settings, Kafka's names and defaults.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub offsets_topic_partitions: i32,
+    pub offsets_retention_ms: i64,
+    pub offset_metadata_max_bytes: usize,
+    pub initial_rebalance_delay_ms: i64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub max_size: usize,
+    pub consumer_session_timeout_ms: i32,
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 /// One known setting: its Kafka name, a one-line description, and its default as text.
@@ -114,6 +129,51 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         default: "10000",
         doc: "Connections accepted per shard; further ones are closed.",
     },
+    SettingSpec {
+        name: "offsets.topic.num.partitions",
+        default: "50",
+        doc: "Partitions of the internal __consumer_offsets topic (fixed once created).",
+    },
+    SettingSpec {
+        name: "offsets.retention.minutes",
+        default: "10080",
+        doc: "How long offsets of an empty group are kept.",
+    },
+    SettingSpec {
+        name: "offset.metadata.max.bytes",
+        default: "4096",
+        doc: "Largest metadata string of a committed offset.",
+    },
+    SettingSpec {
+        name: "group.initial.rebalance.delay.ms",
+        default: "3000",
+        doc: "How long the first rebalance of an empty group waits for more members.",
+    },
+    SettingSpec {
+        name: "group.min.session.timeout.ms",
+        default: "6000",
+        doc: "Smallest session timeout a classic group member may ask for.",
+    },
+    SettingSpec {
+        name: "group.max.session.timeout.ms",
+        default: "1800000",
+        doc: "Largest session timeout a classic group member may ask for.",
+    },
+    SettingSpec {
+        name: "group.max.size",
+        default: "1000",
+        doc: "Most members in one group.",
+    },
+    SettingSpec {
+        name: "group.consumer.session.timeout.ms",
+        default: "45000",
+        doc: "Session timeout of KIP-848 consumer group members.",
+    },
+    SettingSpec {
+        name: "group.consumer.heartbeat.interval.ms",
+        default: "5000",
+        doc: "Heartbeat interval given to KIP-848 consumer group members.",
+    },
 ];
 
 impl BrokerConfig {
@@ -187,6 +247,37 @@ impl BrokerConfig {
                 86_400_000,
             )?,
             max_connections: parse_in("max.connections", get, 1, 1_000_000)?,
+            groups: GroupSettings {
+                offsets_topic_partitions: parse_in("offsets.topic.num.partitions", get, 1, 1000)?,
+                offsets_retention_ms: parse_in::<i64>(
+                    "offsets.retention.minutes",
+                    get,
+                    1,
+                    1 << 40,
+                )? * 60_000,
+                offset_metadata_max_bytes: parse_in("offset.metadata.max.bytes", get, 0, 1 << 20)?,
+                initial_rebalance_delay_ms: parse_in(
+                    "group.initial.rebalance.delay.ms",
+                    get,
+                    0,
+                    600_000,
+                )?,
+                min_session_timeout_ms: parse_in("group.min.session.timeout.ms", get, 1, i32::MAX)?,
+                max_session_timeout_ms: parse_in("group.max.session.timeout.ms", get, 1, i32::MAX)?,
+                max_size: parse_in("group.max.size", get, 1, 1_000_000)?,
+                consumer_session_timeout_ms: parse_in(
+                    "group.consumer.session.timeout.ms",
+                    get,
+                    1,
+                    i32::MAX,
+                )?,
+                consumer_heartbeat_interval_ms: parse_in(
+                    "group.consumer.heartbeat.interval.ms",
+                    get,
+                    1,
+                    i32::MAX,
+                )?,
+            },
         })
     }
 
@@ -213,6 +304,21 @@ impl BrokerConfig {
             "log.index.interval.bytes" => self.log.index_interval_bytes.to_string(),
             "log.flush.interval.ms" => self.log_flush_interval_ms.to_string(),
             "max.connections" => self.max_connections.to_string(),
+            "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
+            "offsets.retention.minutes" => (self.groups.offsets_retention_ms / 60_000).to_string(),
+            "offset.metadata.max.bytes" => self.groups.offset_metadata_max_bytes.to_string(),
+            "group.initial.rebalance.delay.ms" => {
+                self.groups.initial_rebalance_delay_ms.to_string()
+            }
+            "group.min.session.timeout.ms" => self.groups.min_session_timeout_ms.to_string(),
+            "group.max.session.timeout.ms" => self.groups.max_session_timeout_ms.to_string(),
+            "group.max.size" => self.groups.max_size.to_string(),
+            "group.consumer.session.timeout.ms" => {
+                self.groups.consumer_session_timeout_ms.to_string()
+            }
+            "group.consumer.heartbeat.interval.ms" => {
+                self.groups.consumer_heartbeat_interval_ms.to_string()
+            }
             _ => return None,
         };
         Some(value)

@@ -9,6 +9,7 @@
 //! - [`metadata`]: topics and their persistence; [`config`]: broker settings.
 
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod log;
 pub mod metadata;

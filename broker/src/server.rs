@@ -8,6 +8,7 @@
 //! requests in flight per connection.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use corelog_io::{TcpListener, TcpStream};
@@ -16,7 +17,7 @@ use futures::io::BufReader;
 use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestKind};
 
-use crate::handlers::{self, RequestContext};
+use crate::handlers::{self, ClientInfo, RequestContext};
 use crate::protocol::{self, FrameError};
 use crate::shard::Shard;
 
@@ -46,12 +47,17 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let shard = shard.clone();
         corelog_io::spawn_local(async move {
             shard.connections.set(shard.connections.get() + 1);
-            let peer = stream
+            let peer: Arc<str> = stream
                 .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            match serve_connection(shard.clone(), stream).await {
+                .map(|a| format!("/{}", a.ip()))
+                .unwrap_or_default()
+                .into();
+            match serve_connection(shard.clone(), stream, peer.clone()).await {
                 Ok(()) | Err(FrameError::Closed) => tracing::debug!(%peer, "connection closed"),
+                // Clients that exit without closing (kill, crash) reset; nothing to report.
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    tracing::debug!(%peer, "connection reset by client")
+                }
                 Err(e) => tracing::warn!(%peer, "closing connection: {e}"),
             }
             shard.connections.set(shard.connections.get() - 1);
@@ -60,7 +66,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), FrameError> {
+async fn serve_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: Arc<str>,
+) -> Result<(), FrameError> {
     stream
         .set_nodelay(true)
         .map_err(|e| FrameError::Io(e.into()))?;
@@ -84,7 +94,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> Result<(), Fra
             Ok(frame) => frame,
             Err(e) => break Err(e),
         };
-        let task = match prepare(&shard, frame) {
+        let task = match prepare(&shard, &peer, frame) {
             Ok(Prepared::Immediate(response)) => {
                 corelog_io::spawn_local(async move { Some(response) })
             }
@@ -138,7 +148,7 @@ enum Prepared {
 }
 
 /// Decodes a frame into a request we serve, or decides how to refuse it.
-fn prepare(shard: &Rc<Shard>, frame: Bytes) -> Result<Prepared, FrameError> {
+fn prepare(shard: &Rc<Shard>, peer: &Arc<str>, frame: Bytes) -> Result<Prepared, FrameError> {
     let prefix = protocol::header_prefix(&frame);
     let (version, correlation_id) = (prefix.api_version, prefix.correlation_id);
     let api_key =
@@ -169,6 +179,10 @@ fn prepare(shard: &Rc<Shard>, frame: Bytes) -> Result<Prepared, FrameError> {
         ctx: RequestContext {
             shard: shard.clone(),
             api_version: version,
+            client: ClientInfo {
+                client_id: frame.header.client_id.take().unwrap_or_default(),
+                client_host: peer.clone(),
+            },
         },
         request: Box::new(request),
         api_key,

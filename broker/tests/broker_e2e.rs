@@ -388,3 +388,36 @@ fn acks_all_data_survives_kill9() {
         assert_eq!(&got, values);
     }
 }
+
+#[test]
+fn committed_offsets_survive_kill9() {
+    let mut broker = Broker::start(2, &["offsets.topic.num.partitions=4"]);
+    let mut client = broker.client();
+    client.create_topic("events", 2);
+    let groups: Vec<String> = (0..8).map(|i| format!("group-{i}")).collect();
+    for (i, group) in groups.iter().enumerate() {
+        assert_eq!(
+            client.commit_offset(group, "", -1, "events", (i % 2) as i32, 100 + i as i64),
+            0
+        );
+    }
+    // A generation from a group that never formed is refused.
+    assert_eq!(
+        client.commit_offset("group-0", "someone", 3, "events", 0, 1),
+        22,
+        "ILLEGAL_GENERATION"
+    );
+    assert_eq!(
+        client.commit_offset("group-0", "", -1, "nope", 0, 1),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    broker.restart_after_kill9();
+    let mut client = broker.client();
+    for (i, group) in groups.iter().enumerate() {
+        assert_eq!(
+            client.fetch_offset(group, "events", (i % 2) as i32),
+            100 + i as i64
+        );
+    }
+    assert_eq!(client.fetch_offset("never-committed", "events", 0), -1);
+}

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::{auto_create_topics, str_bytes, RequestContext};
 use crate::errors::ErrorCode;
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
@@ -78,6 +79,7 @@ fn topic_entry(topic: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
         .with_topic_id(topic.record.id)
+        .with_is_internal(topic.record.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

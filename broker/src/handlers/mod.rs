@@ -10,8 +10,13 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod fetch;
+mod find_coordinator;
+mod group_routing;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
 
 use std::collections::BTreeMap;
@@ -26,6 +31,16 @@ use crate::shard::{Shard, ShardRequest, ShardResponse};
 pub struct RequestContext {
     pub shard: Rc<Shard>,
     pub api_version: i16,
+    pub client: ClientInfo,
+}
+
+/// Who sent a request, as group descriptions report it. `Send`, as group requests travel
+/// to the shard owning the group.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub client_id: StrBytes,
+    /// Kafka's form: `/` followed by the peer's address.
+    pub client_host: std::sync::Arc<str>,
 }
 
 macro_rules! served_apis {
@@ -59,6 +74,10 @@ served_apis! {
     CreatePartitions(CreatePartitionsRequest) => create_partitions,
     DescribeConfigs(DescribeConfigsRequest) => describe_configs,
     DescribeCluster(DescribeClusterRequest) => describe_cluster,
+    FindCoordinator(FindCoordinatorRequest) => find_coordinator,
+    OffsetCommit(OffsetCommitRequest) => offset_commit,
+    OffsetFetch(OffsetFetchRequest) => offset_fetch,
+    OffsetDelete(OffsetDeleteRequest) => offset_delete,
 }
 
 /// The served version range of an API, if it is served at all.

@@ -7,7 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+
 use crate::errors::ErrorCode;
+use crate::handlers::ClientInfo;
 use crate::metadata::{MetadataImage, TopicError, TopicRecord};
 
 pub enum ShardRequest {
@@ -31,6 +34,12 @@ pub enum ShardRequest {
         version: u64,
         image: Arc<MetadataImage>,
     },
+    /// A group API request for groups the receiving shard coordinates.
+    Group {
+        version: i16,
+        client: ClientInfo,
+        request: Box<RequestKind>,
+    },
 }
 
 pub enum ShardResponse {
@@ -39,6 +48,7 @@ pub enum ShardResponse {
     ListOffsets(Vec<OffsetResult>),
     TopicsChanged(Vec<Result<TopicRecord, TopicError>>),
     ImageApplied,
+    Group(Box<ResponseKind>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }

@@ -26,6 +26,8 @@ pub use partition::Partition;
 
 use crate::config::BrokerConfig;
 use crate::errors::ErrorCode;
+use crate::group::offsets::{offsets_partition_for, OFFSETS_TOPIC};
+use crate::group::GroupCoordinator;
 use crate::metadata::{shard_for, MetadataImage, TopicRegistry};
 
 /// The shard that owns the topic registry and serializes topic changes.
@@ -47,6 +49,8 @@ pub struct Shard {
     /// Serializes topic changes on the controller shard, which await image broadcasts.
     topic_change_lock: futures::lock::Mutex<()>,
     pub connections: Cell<usize>,
+    /// Groups coordinated by this shard (those whose offsets partition it owns).
+    pub groups: RefCell<GroupCoordinator>,
 }
 
 impl Shard {
@@ -70,6 +74,7 @@ impl Shard {
             registry: registry.map(RefCell::new),
             topic_change_lock: futures::lock::Mutex::new(()),
             connections: Cell::new(0),
+            groups: RefCell::new(GroupCoordinator::default()),
         }
     }
 
@@ -134,6 +139,13 @@ impl Shard {
                 self.apply_image(version, image);
                 ShardResponse::ImageApplied
             }
+            ShardRequest::Group {
+                version,
+                client,
+                request,
+            } => ShardResponse::Group(Box::new(
+                crate::group::api::serve(&self, version, client, *request).await,
+            )),
         }
     }
 
@@ -283,7 +295,12 @@ impl Shard {
                         partition.update_config(&topic.log_config, topic.min_insync_replicas)
                     }
                     None => match Partition::open(&self.config.data_dir, topic, index as i32) {
-                        Ok(partition) => *slot = Some(Rc::new(partition)),
+                        Ok(partition) => {
+                            if name == OFFSETS_TOPIC {
+                                self.load_offsets(&partition);
+                            }
+                            *slot = Some(Rc::new(partition));
+                        }
                         Err(e) => {
                             tracing::error!(topic = %name, partition = index, "cannot open partition: {e:#}")
                         }
@@ -333,6 +350,26 @@ impl Shard {
         }
     }
 
+    /// The offsets partition keeping `group`, and the shard owning it (which coordinates
+    /// the group). `None` before the offsets topic exists.
+    pub fn group_placement(&self, group: &str) -> Option<(i32, usize)> {
+        let image = self.image.borrow();
+        let partitions = image.topic(OFFSETS_TOPIC)?.record.partitions;
+        let partition = offsets_partition_for(group, partitions);
+        Some((partition, shard_for(OFFSETS_TOPIC, partition, self.count)))
+    }
+
+    /// Rebuilds the committed offsets kept in one offsets partition.
+    fn load_offsets(&self, partition: &Partition) {
+        match partition.read_all() {
+            Ok(batches) => match crate::group::offsets::decode_batches(batches) {
+                Ok(changes) => self.groups.borrow_mut().apply(changes),
+                Err(e) => tracing::error!("cannot decode stored offsets: {e:#}"),
+            },
+            Err(e) => tracing::error!("cannot read stored offsets: {e}"),
+        }
+    }
+
     fn owned_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions
             .borrow()
@@ -352,10 +389,36 @@ pub fn now_ms() -> i64 {
 impl Shard {
     /// Publishes the stored topics at start (controller shard only), opening every
     /// partition on its owner; partitions are recovered there.
-    pub async fn publish_initial_image(self: &Rc<Self>) {
-        if let Some(registry) = &self.registry {
-            let image = Arc::new(registry.borrow().image(&self.config));
-            self.broadcast_image(image).await;
+    pub async fn publish_initial_image(self: &Rc<Self>) -> anyhow::Result<()> {
+        let Some(registry) = &self.registry else {
+            return Ok(());
+        };
+        if registry.borrow().get(OFFSETS_TOPIC).is_none() {
+            registry
+                .borrow_mut()
+                .put(offsets_topic_record(&self.config))?;
         }
+        let image = Arc::new(registry.borrow().image(&self.config));
+        self.broadcast_image(image).await;
+        Ok(())
+    }
+}
+
+/// The internal topic holding committed offsets. Compaction is not implemented yet, so it
+/// keeps everything (no retention) rather than lose live offsets with old segments.
+fn offsets_topic_record(config: &BrokerConfig) -> crate::metadata::TopicRecord {
+    let configs = [
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    crate::metadata::TopicRecord {
+        name: OFFSETS_TOPIC.to_string(),
+        id: uuid::Uuid::new_v4(),
+        partitions: config.groups.offsets_topic_partitions,
+        configs,
     }
 }

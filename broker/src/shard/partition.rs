@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::messages::{AppendResult, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
-use crate::log::{LogConfig, PartitionLog};
+use crate::log::{LogConfig, PartitionLog, RecordBatchHeader};
 use crate::metadata::{base64_url, write_atomically, TopicMeta};
 
 fn error_code(code: i16) -> ErrorCode {
@@ -137,6 +137,26 @@ impl Partition {
         }
     }
 
+    /// Every batch from the log start to the end, for rebuilding state kept in a log
+    /// (committed offsets). Only for internal topics of bounded size.
+    pub fn read_all(&self) -> std::io::Result<Bytes> {
+        let log = self.log.borrow();
+        let mut all = bytes::BytesMut::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let slice = log
+                .read(offset, 16 << 20)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let bytes = slice.read_to_bytes()?;
+            let Some(last) = last_offset_of(&bytes) else {
+                break;
+            };
+            all.extend_from_slice(&bytes);
+            offset = last + 1;
+        }
+        Ok(all.freeze())
+    }
+
     /// The answer for a partition left out of a fetch because the response is full.
     pub fn empty_read(&self) -> FetchResult {
         let log = self.log.borrow();
@@ -255,4 +275,15 @@ impl FetchResult {
         self.log_start_offset = log_start_offset;
         self
     }
+}
+
+/// The last offset of the last whole batch in `batches`.
+fn last_offset_of(mut batches: &[u8]) -> Option<i64> {
+    let mut last = None;
+    while let Some(header) = RecordBatchHeader::parse(batches) {
+        let size = header.total_size().filter(|&size| size <= batches.len())?;
+        last = Some(header.last_offset());
+        batches = &batches[size..];
+    }
+    last
 }

@@ -370,3 +370,48 @@ pub fn decode_values(mut records: Bytes) -> Vec<(i64, String)> {
     }
     out
 }
+
+impl Client {
+    /// Commits offsets for one partition as a consumer outside any generation (or with
+    /// the given member and generation); returns the partition's error code.
+    pub fn commit_offset(
+        &mut self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> i16 {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.into())))
+            .with_member_id(StrBytes::from_string(member.into()))
+            .with_generation_id_or_member_epoch(generation)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.into())))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset)
+                            .with_committed_metadata(Some(StrBytes::from_static_str("meta"))),
+                    ]),
+            ]);
+        self.call(8, &request).topics[0].partitions[0].error_code
+    }
+
+    /// The committed offset of one partition (-1 when none), through OffsetFetch v8.
+    pub fn fetch_offset(&mut self, group: &str, topic: &str, partition: i32) -> i64 {
+        let request = OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.into())))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.into())))
+                        .with_partition_indexes(vec![partition]),
+                ])),
+        ]);
+        let response = self.call(8, &request);
+        response.groups[0].topics[0].partitions[0].committed_offset
+    }
+}
