@@ -33,6 +33,9 @@ impl Group {
     }
 }
 
+/// A partition index and its committed offset, if any.
+pub type PartitionOffset = (i32, Option<CommittedOffset>);
+
 /// The groups a shard owns.
 #[derive(Default)]
 pub struct GroupCoordinator {
@@ -73,7 +76,7 @@ impl GroupCoordinator {
         &self,
         group: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    ) -> Vec<(String, Vec<PartitionOffset>)> {
         let stored = self.groups.get(group).map(|g| &g.offsets);
         let committed = |topic: &str, partition: i32| {
             stored

@@ -37,14 +37,17 @@ pub async fn forward_to(
     }
 }
 
+/// Items with their position in the request.
+pub type Positioned<T> = Vec<(usize, T)>;
+
 /// Splits a list of group ids by coordinating shard, keeping each id's position.
 /// Groups with no coordinator (before the offsets topic exists) are returned apart.
 pub fn by_owner<T>(
     ctx: &RequestContext,
     items: Vec<T>,
     group_of: impl Fn(&T) -> &str,
-) -> (BTreeMap<usize, Vec<(usize, T)>>, Vec<(usize, T)>) {
-    let mut owned: BTreeMap<usize, Vec<(usize, T)>> = BTreeMap::new();
+) -> (BTreeMap<usize, Positioned<T>>, Positioned<T>) {
+    let mut owned: BTreeMap<usize, Positioned<T>> = BTreeMap::new();
     let mut orphans = Vec::new();
     for (position, item) in items.into_iter().enumerate() {
         match ctx.shard.group_placement(group_of(&item)) {
