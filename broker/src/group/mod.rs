@@ -7,6 +7,8 @@
 //! from it when the partition is opened.
 
 pub mod api;
+pub mod assignor;
+pub mod consumer;
 pub mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
