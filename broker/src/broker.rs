@@ -64,6 +64,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
             shard.wait_for_first_image().await;
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();
             corelog_io::spawn_local(shard.clone().run_retention()).detach();
+            corelog_io::spawn_local(shard.clone().run_group_timers()).detach();
             let listener = match corelog_io::TcpListener::bind(config.listen) {
                 Ok(listener) => listener,
                 Err(e) => {

@@ -389,3 +389,14 @@ mod tests {
         assert_eq!(base64_url(&[0u8; 16]).len(), 22);
     }
 }
+
+/// Consumer groups (KIP-848) look topics up by name and by id in the image.
+impl crate::group::consumer::TopicLookup for MetadataImage {
+    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+        self.topic(name).map(|t| (t.record.id, t.record.partitions))
+    }
+
+    fn topic_name(&self, id: Uuid) -> Option<&str> {
+        self.topic_by_id(&id).map(|t| t.record.name.as_str())
+    }
+}

@@ -17,7 +17,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use super::assignor::Assignor;
+use super::consumer::{ConsumerGroupConfig, DescribedTopicPartitions, HeartbeatRequest};
 use super::offsets::{encode_batch, CommittedOffset, OffsetChange, OFFSETS_TOPIC};
+use super::Membership;
 use crate::errors::ErrorCode;
 use crate::handlers::ClientInfo;
 use crate::shard::{now_ms, Shard};
@@ -25,10 +28,16 @@ use crate::shard::{now_ms, Shard};
 pub async fn serve(
     shard: &Rc<Shard>,
     version: i16,
-    _client: ClientInfo,
+    client: ClientInfo,
     request: RequestKind,
 ) -> ResponseKind {
     match request {
+        RequestKind::ConsumerGroupHeartbeat(request) => {
+            ResponseKind::ConsumerGroupHeartbeat(consumer_group_heartbeat(shard, client, request))
+        }
+        RequestKind::ConsumerGroupDescribe(request) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_group_describe(shard, request))
+        }
         RequestKind::OffsetCommit(request) => {
             ResponseKind::OffsetCommit(offset_commit(shard, request).await)
         }
@@ -237,22 +246,25 @@ fn fetched_fields(committed: Option<CommittedOffset>) -> (i64, i32, StrBytes) {
 
 async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.to_string();
-    let (group_error, subscribed) = {
+    // Topics the group's members consume keep their offsets.
+    let subscribed: Vec<bool> = {
         let groups = shard.groups.borrow();
-        match groups.groups.get(&group) {
-            None => (Some(ErrorCode::GroupIdNotFound), Vec::new()),
-            Some(g) => (None, g.subscribed_topics()),
-        }
+        let Some(g) = groups.groups.get(&group) else {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ErrorCode::GroupIdNotFound.code());
+        };
+        request
+            .topics
+            .iter()
+            .map(|t| g.is_subscribed_to(t.name.as_str()))
+            .collect()
     };
-    if let Some(code) = group_error {
-        return OffsetDeleteResponse::default().with_error_code(code.code());
-    }
     let mut changes = Vec::new();
     let topics = request
         .topics
         .iter()
-        .map(|topic| {
-            let in_use = subscribed.iter().any(|t| t == topic.name.as_str());
+        .zip(subscribed)
+        .map(|(topic, in_use)| {
             let partitions = topic
                 .partitions
                 .iter()
@@ -282,4 +294,136 @@ async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> Offse
         }
     }
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+fn consumer_group_heartbeat(
+    shard: &Rc<Shard>,
+    client: ClientInfo,
+    request: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let settings = &shard.config.groups;
+    let config = ConsumerGroupConfig {
+        session_timeout_ms: settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms: settings.consumer_heartbeat_interval_ms,
+        max_size: settings.max_size,
+        default_assignor: Assignor::Uniform,
+    };
+    let text = |s: Option<StrBytes>| s.map(|s| s.to_string());
+    let heartbeat = HeartbeatRequest {
+        member_id: request.member_id.to_string(),
+        member_epoch: request.member_epoch,
+        instance_id: text(request.instance_id),
+        rack_id: text(request.rack_id),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request
+            .subscribed_topic_names
+            .map(|names| names.into_iter().map(|n| n.to_string()).collect()),
+        subscribed_topic_regex: text(request.subscribed_topic_regex),
+        server_assignor: text(request.server_assignor),
+        owned_partitions: request.topic_partitions.map(|owned| {
+            owned
+                .into_iter()
+                .map(|t| (t.topic_id, t.partitions))
+                .collect()
+        }),
+        client_id: client.client_id.to_string(),
+        client_host: client.client_host.to_string(),
+    };
+    let image = shard.image();
+    let answer = shard.groups.borrow_mut().consumer_heartbeat(
+        request.group_id.as_str(),
+        heartbeat,
+        &*image,
+        &config,
+        now_ms(),
+    );
+    let assignment = answer.assignment.map(|topics| {
+        consumer_group_heartbeat_response::Assignment::default().with_topic_partitions(
+            topics
+                .into_iter()
+                .map(|(topic_id, partitions)| {
+                    consumer_group_heartbeat_response::TopicPartitions::default()
+                        .with_topic_id(topic_id)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+    });
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(answer.error_code)
+        .with_error_message(answer.error_message.map(StrBytes::from_string))
+        .with_member_id(Some(StrBytes::from_string(answer.member_id)))
+        .with_member_epoch(answer.member_epoch)
+        .with_heartbeat_interval_ms(answer.heartbeat_interval_ms)
+        .with_assignment(assignment)
+}
+
+fn consumer_group_describe(
+    shard: &Rc<Shard>,
+    request: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    use consumer_group_describe_response::{Assignment, DescribedGroup, Member, TopicPartitions};
+    let image = shard.image();
+    let groups = shard.groups.borrow();
+    let describe_partitions = |list: Vec<DescribedTopicPartitions>| {
+        Assignment::default().with_topic_partitions(
+            list.into_iter()
+                .map(|t| {
+                    TopicPartitions::default()
+                        .with_topic_id(t.topic_id)
+                        .with_topic_name(TopicName(StrBytes::from_string(t.topic_name)))
+                        .with_partitions(t.partitions)
+                })
+                .collect(),
+        )
+    };
+    let described = request
+        .group_ids
+        .into_iter()
+        .map(|group_id| {
+            let Some(Membership::Consumer(group)) =
+                groups.groups.get(group_id.as_str()).map(|g| &g.membership)
+            else {
+                return DescribedGroup::default()
+                    .with_group_id(group_id)
+                    .with_error_code(ErrorCode::GroupIdNotFound.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "no consumer group with this id",
+                    )));
+            };
+            let description = group.describe(&*image);
+            let members = description
+                .members
+                .into_iter()
+                .map(|m| {
+                    Member::default()
+                        .with_member_id(StrBytes::from_string(m.member_id))
+                        .with_instance_id(m.instance_id.map(StrBytes::from_string))
+                        .with_rack_id(m.rack_id.map(StrBytes::from_string))
+                        .with_member_epoch(m.member_epoch)
+                        .with_client_id(StrBytes::from_string(m.client_id))
+                        .with_client_host(StrBytes::from_string(m.client_host))
+                        .with_subscribed_topic_names(
+                            m.subscribed_topic_names
+                                .into_iter()
+                                .map(|n| TopicName(StrBytes::from_string(n)))
+                                .collect(),
+                        )
+                        .with_subscribed_topic_regex(
+                            m.subscribed_topic_regex.map(StrBytes::from_string),
+                        )
+                        .with_assignment(describe_partitions(m.assignment))
+                        .with_target_assignment(describe_partitions(m.target_assignment))
+                })
+                .collect();
+            DescribedGroup::default()
+                .with_group_id(group_id)
+                .with_group_state(StrBytes::from_static_str(description.state.as_str()))
+                .with_group_epoch(description.group_epoch)
+                .with_assignment_epoch(description.assignment_epoch)
+                .with_assignor_name(StrBytes::from_string(description.assignor_name))
+                .with_members(members)
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(described)
 }

@@ -22,17 +22,51 @@ use crate::errors::ErrorCode;
 pub struct Group {
     /// Committed offsets: topic -> partition -> offset.
     pub offsets: HashMap<String, BTreeMap<i32, CommittedOffset>>,
+    pub membership: Membership,
+}
+
+/// Which group protocol the group's members speak, with its state.
+#[derive(Default)]
+pub enum Membership {
+    /// No members: only committed offsets (consumers assigning partitions themselves).
+    #[default]
+    None,
+    /// The next-generation protocol (KIP-848).
+    Consumer(consumer::ConsumerGroup),
 }
 
 impl Group {
     pub fn has_members(&self) -> bool {
-        false
+        match &self.membership {
+            Membership::None => false,
+            Membership::Consumer(group) => !group.is_empty(),
+        }
     }
 
-    /// Topics the group's members consume, whose offsets may not be deleted.
-    pub fn subscribed_topics(&self) -> Vec<String> {
-        Vec::new()
+    pub fn is_subscribed_to(&self, topic: &str) -> bool {
+        match &self.membership {
+            Membership::None => false,
+            Membership::Consumer(group) => group.is_subscribed_to_topic(topic),
+        }
     }
+
+    /// A group with neither members nor offsets is forgotten.
+    fn is_dead(&self) -> bool {
+        self.offsets.is_empty() && !self.has_members()
+    }
+}
+
+impl Group {
+    fn next_deadline(&self) -> Option<i64> {
+        match &self.membership {
+            Membership::None => None,
+            Membership::Consumer(group) => group.next_deadline(),
+        }
+    }
+}
+
+fn error_code(code: i16) -> Option<ErrorCode> {
+    (code != 0).then(|| ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError))
 }
 
 /// A partition index and its committed offset, if any.
@@ -111,9 +145,10 @@ impl GroupCoordinator {
         }
     }
 
-    /// Whether an offset commit from this member and generation is accepted; the error
-    /// code otherwise. Commits with generation -1 and no member come from consumers that
-    /// assign partitions themselves, and are accepted while the group has no members.
+    /// Whether an offset commit from this member and generation (member epoch for
+    /// consumer groups) is accepted; the error code otherwise. Commits with generation -1
+    /// come from consumers that assign partitions themselves, and are accepted while the
+    /// group has no members.
     pub fn validate_commit(
         &self,
         group: &str,
@@ -121,12 +156,89 @@ impl GroupCoordinator {
         _group_instance_id: Option<&str>,
         generation: i32,
     ) -> Option<ErrorCode> {
-        let has_members = self.groups.get(group).is_some_and(Group::has_members);
-        match (has_members, generation < 0 && member_id.is_empty()) {
-            (false, true) => None,
-            (false, false) => Some(ErrorCode::IllegalGeneration),
-            (true, true) => Some(ErrorCode::UnknownMemberId),
-            (true, false) => Some(ErrorCode::IllegalGeneration),
+        let code = match self.groups.get(group).map(|g| &g.membership) {
+            None | Some(Membership::None) if generation < 0 => return None,
+            None | Some(Membership::None) => ErrorCode::IllegalGeneration.code(),
+            Some(Membership::Consumer(group)) => {
+                group.validate_offset_commit(member_id, generation)
+            }
+        };
+        error_code(code)
+    }
+
+    /// A KIP-848 heartbeat. A consumer group is created by its first member's join
+    /// (epoch 0); other heartbeats to a group that does not exist get GROUP_ID_NOT_FOUND.
+    pub fn consumer_heartbeat(
+        &mut self,
+        group_id: &str,
+        request: consumer::HeartbeatRequest,
+        topics: &impl consumer::TopicLookup,
+        config: &consumer::ConsumerGroupConfig,
+        now_ms: i64,
+    ) -> consumer::HeartbeatResponse {
+        let refuse = |code: ErrorCode, message: &str| consumer::HeartbeatResponse {
+            error_code: code.code(),
+            error_message: Some(message.to_string()),
+            member_id: request.member_id.clone(),
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            ..Default::default()
+        };
+        if group_id.is_empty() {
+            return refuse(ErrorCode::InvalidRequest, "the group id is empty");
+        }
+        let joining = request.member_epoch == consumer::JOIN_GROUP_MEMBER_EPOCH;
+        let group = match self.groups.get_mut(group_id) {
+            Some(group) => group,
+            None if joining => self.groups.entry(group_id.to_string()).or_default(),
+            None => return refuse(ErrorCode::GroupIdNotFound, "the group does not exist"),
+        };
+        if matches!(group.membership, Membership::None) {
+            if !joining {
+                return refuse(ErrorCode::GroupIdNotFound, "the group has no members");
+            }
+            group.membership = Membership::Consumer(consumer::ConsumerGroup::new(
+                group_id.to_string(),
+                config.clone(),
+            ));
+        }
+        let response = match &mut group.membership {
+            Membership::Consumer(members) => members.heartbeat(request, topics, now_ms),
+            Membership::None => unreachable!("set above"),
+        };
+        self.forget_if_dead(group_id);
+        response
+    }
+
+    /// Expires members whose sessions lapsed, in every group whose deadline has come.
+    pub fn tick(&mut self, now_ms: i64) {
+        let due: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.next_deadline().is_some_and(|d| d <= now_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for group_id in due {
+            if let Some(group) = self.groups.get_mut(&group_id) {
+                if let Membership::Consumer(members) = &mut group.membership {
+                    members.tick(now_ms);
+                }
+            }
+            self.forget_if_dead(&group_id);
+        }
+    }
+
+    /// Topics changed: consumer groups recompute their target assignments.
+    pub fn on_metadata_change(&mut self, topics: &impl consumer::TopicLookup) {
+        for group in self.groups.values_mut() {
+            if let Membership::Consumer(members) = &mut group.membership {
+                members.on_metadata_change(topics);
+            }
+        }
+    }
+
+    fn forget_if_dead(&mut self, group_id: &str) {
+        if self.groups.get(group_id).is_some_and(Group::is_dead) {
+            self.groups.remove(group_id);
         }
     }
 }

@@ -4,6 +4,8 @@
 //! advertised can never drift from what is served.
 
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_topics;
@@ -78,6 +80,8 @@ served_apis! {
     OffsetCommit(OffsetCommitRequest) => offset_commit,
     OffsetFetch(OffsetFetchRequest) => offset_fetch,
     OffsetDelete(OffsetDeleteRequest) => offset_delete,
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest) => consumer_group_heartbeat,
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest) => consumer_group_describe,
 }
 
 /// The served version range of an API, if it is served at all.

@@ -25,25 +25,30 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
         })
         .collect();
     let group = request.group_id.to_string();
-    match group_routing::forward(ctx, &group, RequestKind::OffsetCommit(request)).await {
-        Ok(ResponseKind::OffsetCommit(response)) => response,
-        Ok(_) | Err(_) => {
-            let code = crate::errors::ErrorCode::CoordinatorNotAvailable.code();
+    let answered = match ctx.shard.group_placement(&group) {
+        Some((_, owner)) => {
+            group_routing::forward_to(ctx, owner, RequestKind::OffsetCommit(request)).await
+        }
+        None => None,
+    };
+    match answered {
+        Some(ResponseKind::OffsetCommit(response)) => response,
+        _ => {
+            let code = crate::errors::ErrorCode::CoordinatorNotAvailable;
             let topics = asked
                 .into_iter()
                 .map(|(name, partitions)| {
+                    let partitions = partitions
+                        .into_iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code.code())
+                        })
+                        .collect();
                     OffsetCommitResponseTopic::default()
                         .with_name(name)
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|p| {
-                                    OffsetCommitResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_error_code(code)
-                                })
-                                .collect(),
-                        )
+                        .with_partitions(partitions)
                 })
                 .collect();
             OffsetCommitResponse::default().with_topics(topics)

@@ -308,6 +308,7 @@ impl Shard {
                 }
             }
         }
+        self.groups.borrow_mut().on_metadata_change(&*image);
         *self.image.borrow_mut() = image;
         self.image_applied.notify(usize::MAX);
     }
@@ -334,6 +335,15 @@ impl Shard {
                     tracing::error!("periodic flush failed: {e}");
                 }
             }
+        }
+    }
+
+    /// Expires group members whose sessions lapsed and completes timed group transitions.
+    /// Group timeouts are seconds long; a 50 ms tick keeps them accurate enough.
+    pub async fn run_group_timers(self: Rc<Self>) {
+        loop {
+            corelog_io::sleep(Duration::from_millis(50)).await;
+            self.groups.borrow_mut().tick(now_ms());
         }
     }
 
