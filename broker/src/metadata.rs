@@ -364,6 +364,17 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
     (hash.wrapping_add(partition as u64) % shard_count as u64) as usize
 }
 
+/// Consumer groups (KIP-848) look topics up by name and by id in the image.
+impl crate::group::consumer::TopicLookup for MetadataImage {
+    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+        self.topic(name).map(|t| (t.record.id, t.record.partitions))
+    }
+
+    fn topic_name(&self, id: Uuid) -> Option<&str> {
+        self.topic_by_id(&id).map(|t| t.record.name.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,16 +398,5 @@ mod tests {
     fn base64_matches_kafka_form() {
         assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
         assert_eq!(base64_url(&[0u8; 16]).len(), 22);
-    }
-}
-
-/// Consumer groups (KIP-848) look topics up by name and by id in the image.
-impl crate::group::consumer::TopicLookup for MetadataImage {
-    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
-        self.topic(name).map(|t| (t.record.id, t.record.partitions))
-    }
-
-    fn topic_name(&self, id: Uuid) -> Option<&str> {
-        self.topic_by_id(&id).map(|t| t.record.name.as_str())
     }
 }
