@@ -24,7 +24,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
 
 use uuid::Uuid;
 
@@ -57,28 +56,6 @@ pub trait TopicLookup {
     fn topic(&self, name: &str) -> Option<(Uuid, i32)>;
     /// Name of the topic with id `id`, if it exists (for describing assignments).
     fn topic_name(&self, id: Uuid) -> Option<&str>;
-}
-
-impl<S: BuildHasher> TopicLookup for HashMap<String, (Uuid, i32), S> {
-    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
-        self.get(name).copied()
-    }
-    fn topic_name(&self, id: Uuid) -> Option<&str> {
-        self.iter()
-            .find(|(_, t)| t.0 == id)
-            .map(|(n, _)| n.as_str())
-    }
-}
-
-impl TopicLookup for BTreeMap<String, (Uuid, i32)> {
-    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
-        self.get(name).copied()
-    }
-    fn topic_name(&self, id: Uuid) -> Option<&str> {
-        self.iter()
-            .find(|(_, t)| t.0 == id)
-            .map(|(n, _)| n.as_str())
-    }
 }
 
 /// Group settings (Kafka's `group.consumer.*` broker configs).
@@ -1185,82 +1162,32 @@ fn assignment_to_wire(a: &Assignment) -> Vec<(Uuid, Vec<i32>)> {
         .collect()
 }
 
-/// The consumer groups of a coordinator, by group id: routes heartbeats and answers
-/// `GROUP_ID_NOT_FOUND` for groups that do not exist.
-#[derive(Clone, Debug, Default)]
-pub struct ConsumerGroups {
-    config: ConsumerGroupConfig,
-    groups: BTreeMap<String, ConsumerGroup>,
-}
-
-impl ConsumerGroups {
-    pub fn new(config: ConsumerGroupConfig) -> Self {
-        ConsumerGroups {
-            config,
-            groups: BTreeMap::new(),
-        }
-    }
-
-    /// A heartbeat to group `group_id`. A group is created by the first successful join
-    /// (epoch 0); other heartbeats to a missing group get `GROUP_ID_NOT_FOUND`.
-    pub fn heartbeat(
-        &mut self,
-        group_id: &str,
-        request: HeartbeatRequest,
-        topics: &impl TopicLookup,
-        now_ms: i64,
-    ) -> HeartbeatResponse {
-        let refuse = |code, message: &str| HeartbeatResponse {
-            error_code: code,
-            error_message: Some(message.to_string()),
-            member_id: request.member_id.clone(),
-            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-            ..HeartbeatResponse::default()
-        };
-        if group_id.is_empty() {
-            return refuse(INVALID_REQUEST, "GroupId can't be empty.");
-        }
-        if let Some(group) = self.groups.get_mut(group_id) {
-            return group.heartbeat(request, topics, now_ms);
-        }
-        if request.member_epoch != JOIN_GROUP_MEMBER_EPOCH {
-            return refuse(GROUP_ID_NOT_FOUND, "The group id does not exist.");
-        }
-        let mut group = ConsumerGroup::new(group_id.to_string(), self.config.clone());
-        let response = group.heartbeat(request, topics, now_ms);
-        if response.error_code == NONE {
-            self.groups.insert(group_id.to_string(), group);
-        }
-        response
-    }
-
-    pub fn group(&self, group_id: &str) -> Option<&ConsumerGroup> {
-        self.groups.get(group_id)
-    }
-
-    pub fn tick(&mut self, now_ms: i64) {
-        for group in self.groups.values_mut() {
-            group.tick(now_ms);
-        }
-    }
-
-    pub fn next_deadline(&self) -> Option<i64> {
-        self.groups
-            .values()
-            .filter_map(ConsumerGroup::next_deadline)
-            .min()
-    }
-
-    pub fn on_metadata_change(&mut self, topics: &impl TopicLookup) {
-        for group in self.groups.values_mut() {
-            group.on_metadata_change(topics);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::hash::BuildHasher;
+
+    impl<S: BuildHasher> TopicLookup for HashMap<String, (Uuid, i32), S> {
+        fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+            self.get(name).copied()
+        }
+        fn topic_name(&self, id: Uuid) -> Option<&str> {
+            self.iter()
+                .find(|(_, t)| t.0 == id)
+                .map(|(n, _)| n.as_str())
+        }
+    }
+
+    impl TopicLookup for BTreeMap<String, (Uuid, i32)> {
+        fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+            self.get(name).copied()
+        }
+        fn topic_name(&self, id: Uuid) -> Option<&str> {
+            self.iter()
+                .find(|(_, t)| t.0 == id)
+                .map(|(n, _)| n.as_str())
+        }
+    }
 
     type Topics = BTreeMap<String, (Uuid, i32)>;
 
@@ -2044,45 +1971,6 @@ mod tests {
         assert_eq!(m2d.subscribed_topic_names, vec!["a".to_string()]);
         assert!(m2d.assignment.is_empty());
         assert_eq!(m2d.target_assignment[0].partitions, vec![1]);
-    }
-
-    #[test]
-    fn registry_creates_groups_on_successful_joins_only() {
-        let t = topics(&[("a", 1, 1)]);
-        let mut groups = ConsumerGroups::new(ConsumerGroupConfig::default());
-        let r = groups.heartbeat("g", heartbeat_request("m1", 1, None), &t, 0);
-        assert_eq!(r.error_code, GROUP_ID_NOT_FOUND);
-        let bad = HeartbeatRequest {
-            server_assignor: Some("nope".to_string()),
-            ..join_request("m1", &["a"])
-        };
-        assert_eq!(
-            groups.heartbeat("g", bad, &t, 0).error_code,
-            UNSUPPORTED_ASSIGNOR
-        );
-        assert!(groups.group("g").is_none());
-        assert_eq!(
-            groups
-                .heartbeat("", join_request("m1", &["a"]), &t, 0)
-                .error_code,
-            INVALID_REQUEST
-        );
-
-        assert_eq!(
-            groups
-                .heartbeat("g", join_request("m1", &["a"]), &t, 0)
-                .error_code,
-            NONE
-        );
-        assert_eq!(
-            groups
-                .heartbeat("g", heartbeat_request("m1", 1, None), &t, 1)
-                .error_code,
-            NONE
-        );
-        assert_eq!(groups.next_deadline(), Some(1 + SESSION));
-        groups.tick(1 + SESSION);
-        assert!(groups.group("g").is_some_and(ConsumerGroup::is_empty));
     }
 
     /// A small deterministic generator (xorshift64*), so that failures replay by seed.
