@@ -65,6 +65,8 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();
             corelog_io::spawn_local(shard.clone().run_retention()).detach();
             corelog_io::spawn_local(shard.clone().run_group_timers()).detach();
+            corelog_io::spawn_local(crate::group::api::run_offsets_retention(shard.clone()))
+                .detach();
             let listener = match corelog_io::TcpListener::bind(config.listen) {
                 Ok(listener) => listener,
                 Err(e) => {

@@ -47,12 +47,18 @@ fn api_versions_advertises_what_is_served_and_falls_back_to_v0() {
         .find(|k| k.api_key == ApiKey::Fetch as i16)
         .unwrap();
     assert_eq!((fetch.min_version, fetch.max_version), (4, 18));
+    let join = response
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::JoinGroup as i16)
+        .unwrap();
+    assert_eq!((join.min_version, join.max_version), (0, 9));
     assert!(
         !response
             .api_keys
             .iter()
-            .any(|k| k.api_key == ApiKey::JoinGroup as i16),
-        "groups are not served yet"
+            .any(|k| k.api_key == ApiKey::InitProducerId as i16),
+        "idempotent producers are not served yet"
     );
 
     // A version from the future: the v0-format answer with our ranges.

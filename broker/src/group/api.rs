@@ -18,9 +18,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::assignor::Assignor;
-use super::consumer::{ConsumerGroupConfig, DescribedTopicPartitions, HeartbeatRequest};
+use super::consumer::{self, ConsumerGroupConfig, DescribedTopicPartitions};
 use super::offsets::{encode_batch, CommittedOffset, OffsetChange, OFFSETS_TOPIC};
-use super::Membership;
+use super::{classic, Membership};
 use crate::errors::ErrorCode;
 use crate::handlers::ClientInfo;
 use crate::shard::{now_ms, Shard};
@@ -32,6 +32,23 @@ pub async fn serve(
     request: RequestKind,
 ) -> ResponseKind {
     match request {
+        RequestKind::JoinGroup(request) => {
+            ResponseKind::JoinGroup(join_group(shard, version, client, request).await)
+        }
+        RequestKind::SyncGroup(request) => {
+            ResponseKind::SyncGroup(sync_group(shard, request).await)
+        }
+        RequestKind::Heartbeat(request) => ResponseKind::Heartbeat(heartbeat(shard, request)),
+        RequestKind::LeaveGroup(request) => {
+            ResponseKind::LeaveGroup(leave_group(shard, version, request))
+        }
+        RequestKind::ListGroups(request) => ResponseKind::ListGroups(list_groups(shard, request)),
+        RequestKind::DescribeGroups(request) => {
+            ResponseKind::DescribeGroups(describe_groups(shard, request))
+        }
+        RequestKind::DeleteGroups(request) => {
+            ResponseKind::DeleteGroups(delete_groups(shard, request).await)
+        }
         RequestKind::ConsumerGroupHeartbeat(request) => {
             ResponseKind::ConsumerGroupHeartbeat(consumer_group_heartbeat(shard, client, request))
         }
@@ -82,11 +99,12 @@ async fn store_offsets(
 
 async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.to_string();
-    let refused = shard.groups.borrow().validate_commit(
+    let refused = shard.groups.borrow_mut().validate_commit(
         &group,
         request.member_id.as_str(),
         request.group_instance_id.as_ref().map(StrBytes::as_str),
         request.generation_id_or_member_epoch,
+        now_ms(),
     );
     let image = shard.image();
     let max_metadata = shard.config.groups.offset_metadata_max_bytes;
@@ -309,7 +327,7 @@ fn consumer_group_heartbeat(
         default_assignor: Assignor::Uniform,
     };
     let text = |s: Option<StrBytes>| s.map(|s| s.to_string());
-    let heartbeat = HeartbeatRequest {
+    let heartbeat = consumer::HeartbeatRequest {
         member_id: request.member_id.to_string(),
         member_epoch: request.member_epoch,
         instance_id: text(request.instance_id),
@@ -426,4 +444,288 @@ fn consumer_group_describe(
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(described)
+}
+
+fn classic_config(shard: &Shard) -> classic::GroupConfig {
+    let settings = &shard.config.groups;
+    classic::GroupConfig {
+        initial_rebalance_delay_ms: settings.initial_rebalance_delay_ms,
+        min_session_timeout_ms: settings.min_session_timeout_ms,
+        max_session_timeout_ms: settings.max_session_timeout_ms,
+        max_size: settings.max_size,
+    }
+}
+
+fn text(value: Option<&StrBytes>) -> Option<String> {
+    value.map(|v| v.to_string())
+}
+
+async fn join_group(
+    shard: &Rc<Shard>,
+    version: i16,
+    client: ClientInfo,
+    request: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let join = classic::JoinRequest {
+        member_id: request.member_id.to_string(),
+        group_instance_id: text(request.group_instance_id.as_ref()),
+        client_id: client.client_id.to_string(),
+        client_host: client.client_host.to_string(),
+        session_timeout_ms: request.session_timeout_ms,
+        // JoinGroup v0 has no rebalance timeout; Kafka uses the session timeout.
+        rebalance_timeout_ms: if version == 0 {
+            request.session_timeout_ms
+        } else {
+            request.rebalance_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
+        reason: text(request.reason.as_ref()),
+    };
+    let parked = shard.groups.borrow_mut().join(
+        request.group_id.as_str(),
+        join,
+        &classic_config(shard),
+        now_ms(),
+    );
+    let failed = |code: ErrorCode| {
+        JoinGroupResponse::default()
+            .with_error_code(code.code())
+            .with_generation_id(-1)
+            .with_member_id(request.member_id.clone())
+    };
+    let answer = match parked {
+        Ok(waiting) => waiting.await,
+        Err(code) => return failed(code),
+    };
+    let Ok(classic::Effect::Join { response, .. }) = answer else {
+        return failed(ErrorCode::CoordinatorNotAvailable);
+    };
+    let members = response
+        .members
+        .into_iter()
+        .map(|m| {
+            join_group_response::JoinGroupResponseMember::default()
+                .with_member_id(StrBytes::from_string(m.member_id))
+                .with_group_instance_id(m.group_instance_id.map(StrBytes::from_string))
+                .with_metadata(m.metadata)
+        })
+        .collect();
+    JoinGroupResponse::default()
+        .with_error_code(response.error_code)
+        .with_generation_id(response.generation_id)
+        .with_protocol_type(response.protocol_type.map(StrBytes::from_string))
+        .with_protocol_name(response.protocol_name.map(StrBytes::from_string))
+        .with_leader(StrBytes::from_string(response.leader))
+        .with_skip_assignment(response.skip_assignment)
+        .with_member_id(StrBytes::from_string(response.member_id))
+        .with_members(members)
+}
+
+async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGroupResponse {
+    let sync = classic::SyncRequest {
+        member_id: request.member_id.to_string(),
+        group_instance_id: text(request.group_instance_id.as_ref()),
+        generation_id: request.generation_id,
+        protocol_type: text(request.protocol_type.as_ref()),
+        protocol_name: text(request.protocol_name.as_ref()),
+        assignments: request
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let parked = shard
+        .groups
+        .borrow_mut()
+        .sync(request.group_id.as_str(), sync, now_ms());
+    let answer = match parked {
+        Ok(waiting) => waiting.await,
+        Err(code) => return SyncGroupResponse::default().with_error_code(code.code()),
+    };
+    let Ok(classic::Effect::Sync { response, .. }) = answer else {
+        return SyncGroupResponse::default()
+            .with_error_code(ErrorCode::CoordinatorNotAvailable.code());
+    };
+    SyncGroupResponse::default()
+        .with_error_code(response.error_code)
+        .with_protocol_type(response.protocol_type.map(StrBytes::from_string))
+        .with_protocol_name(response.protocol_name.map(StrBytes::from_string))
+        .with_assignment(response.assignment)
+}
+
+fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let code = shard.groups.borrow_mut().heartbeat(
+        request.group_id.as_str(),
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(StrBytes::as_str),
+        request.generation_id,
+        now_ms(),
+    );
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+/// LeaveGroup v0-2 names one member at the top level; v3+ a batch of members.
+fn leave_group(shard: &Rc<Shard>, version: i16, request: LeaveGroupRequest) -> LeaveGroupResponse {
+    let batched = version >= 3;
+    let leaving: Vec<(String, Option<String>)> = if batched {
+        request
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), text(m.group_instance_id.as_ref())))
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let outcome = shard
+        .groups
+        .borrow_mut()
+        .leave(request.group_id.as_str(), &leaving, now_ms());
+    let codes = match outcome {
+        Ok(codes) => codes,
+        Err(code) => return LeaveGroupResponse::default().with_error_code(code.code()),
+    };
+    if !batched {
+        return LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0));
+    }
+    let members = leaving
+        .into_iter()
+        .zip(codes)
+        .map(|((member_id, instance_id), code)| {
+            leave_group_response::MemberResponse::default()
+                .with_member_id(StrBytes::from_string(member_id))
+                .with_group_instance_id(instance_id.map(StrBytes::from_string))
+                .with_error_code(code)
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(members)
+}
+
+fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroupsResponse {
+    let groups = shard.groups.borrow();
+    // Filters compare case-insensitively, as Kafka does.
+    let wanted = |filter: &[StrBytes], value: &str| {
+        filter.is_empty()
+            || filter
+                .iter()
+                .any(|f| f.as_str().eq_ignore_ascii_case(value))
+    };
+    let listed = groups
+        .groups
+        .iter()
+        .filter(|(_, g)| {
+            wanted(&request.states_filter, g.state_name())
+                && wanted(&request.types_filter, g.type_name())
+        })
+        .map(|(id, g)| {
+            list_groups_response::ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id.clone())))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type().to_string()))
+                .with_group_state(StrBytes::from_static_str(g.state_name()))
+                .with_group_type(StrBytes::from_static_str(g.type_name()))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(listed)
+}
+
+fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    use describe_groups_response::{DescribedGroup, DescribedGroupMember};
+    let groups = shard.groups.borrow();
+    let described = request
+        .groups
+        .into_iter()
+        .map(|group_id| {
+            let result = DescribedGroup::default().with_group_id(group_id.clone());
+            let Some(group) = groups.groups.get(group_id.as_str()) else {
+                // Kafka describes a group it does not know as Dead, without an error.
+                return result.with_group_state(StrBytes::from_static_str("Dead"));
+            };
+            let result = result
+                .with_group_state(StrBytes::from_static_str(group.state_name()))
+                .with_protocol_type(StrBytes::from_string(group.protocol_type().to_string()));
+            match &group.membership {
+                Membership::Consumer(_) => result
+                    .with_error_code(ErrorCode::GroupIdNotFound.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "a consumer group: use ConsumerGroupDescribe",
+                    ))),
+                Membership::None => result,
+                Membership::Classic(classic) => {
+                    let members = classic
+                        .members()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(StrBytes::from_string(m.member_id))
+                                .with_group_instance_id(
+                                    m.group_instance_id.map(StrBytes::from_string),
+                                )
+                                .with_client_id(StrBytes::from_string(m.client_id))
+                                .with_client_host(StrBytes::from_string(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect();
+                    result
+                        .with_protocol_data(StrBytes::from_string(
+                            classic.protocol_name().unwrap_or("").to_string(),
+                        ))
+                        .with_members(members)
+                }
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(described)
+}
+
+async fn delete_groups(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for group_id in request.groups_names {
+        let deletion = shard.groups.borrow().deletion(group_id.as_str());
+        let outcome = match deletion {
+            Ok(tombstones) if tombstones.is_empty() => Ok(()),
+            Ok(tombstones) => store_offsets(shard, group_id.as_str(), tombstones).await,
+            Err(code) => Err(code),
+        };
+        if outcome.is_ok() {
+            shard.groups.borrow_mut().remove(group_id.as_str());
+        }
+        let code = outcome.err().map_or(0, |code| code.code());
+        results.push(
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// Deletes offsets of member-less groups past offsets.retention.minutes, every minute.
+pub async fn run_offsets_retention(shard: Rc<Shard>) {
+    let retention_ms = shard.config.groups.offsets_retention_ms;
+    loop {
+        corelog_io::sleep(std::time::Duration::from_secs(60)).await;
+        let expired = shard
+            .groups
+            .borrow()
+            .expired_offsets(retention_ms, now_ms());
+        let mut by_group: std::collections::BTreeMap<String, Vec<OffsetChange>> =
+            Default::default();
+        for change in expired {
+            by_group
+                .entry(change.group.clone())
+                .or_default()
+                .push(change);
+        }
+        for (group, tombstones) in by_group {
+            if let Err(code) = store_offsets(&shard, &group, tombstones).await {
+                tracing::warn!(group, "expiring offsets failed: {code:?}");
+            }
+        }
+    }
 }

@@ -8,11 +8,13 @@
 
 pub mod api;
 pub mod assignor;
+pub mod classic;
 pub mod consumer;
 pub mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
 
+use futures::channel::oneshot;
 use offsets::{CommittedOffset, OffsetChange};
 
 use crate::errors::ErrorCode;
@@ -31,6 +33,8 @@ pub enum Membership {
     /// No members: only committed offsets (consumers assigning partitions themselves).
     #[default]
     None,
+    /// The classic protocol (JoinGroup/SyncGroup/Heartbeat).
+    Classic(classic::ClassicGroup),
     /// The next-generation protocol (KIP-848).
     Consumer(consumer::ConsumerGroup),
 }
@@ -39,6 +43,7 @@ impl Group {
     pub fn has_members(&self) -> bool {
         match &self.membership {
             Membership::None => false,
+            Membership::Classic(group) => !group.is_empty(),
             Membership::Consumer(group) => !group.is_empty(),
         }
     }
@@ -46,23 +51,73 @@ impl Group {
     pub fn is_subscribed_to(&self, topic: &str) -> bool {
         match &self.membership {
             Membership::None => false,
+            // Classic subscriptions are opaque to the broker: a group with members
+            // keeps all its offsets, as in Kafka.
+            Membership::Classic(group) => !group.is_empty(),
             Membership::Consumer(group) => group.is_subscribed_to_topic(topic),
         }
     }
 
-    /// A group with neither members nor offsets is forgotten.
-    fn is_dead(&self) -> bool {
-        self.offsets.is_empty() && !self.has_members()
-    }
-}
-
-impl Group {
     fn next_deadline(&self) -> Option<i64> {
         match &self.membership {
             Membership::None => None,
+            Membership::Classic(group) => group.next_deadline(),
             Membership::Consumer(group) => group.next_deadline(),
         }
     }
+
+    /// A group with no members, nothing pending and no offsets is forgotten.
+    fn is_dead(&self) -> bool {
+        self.offsets.is_empty() && !self.has_members() && self.next_deadline().is_none()
+    }
+
+    /// Kafka's group type name, as ListGroups v5 reports it.
+    pub fn type_name(&self) -> &'static str {
+        match self.membership {
+            Membership::Consumer(_) => "consumer",
+            _ => "classic",
+        }
+    }
+
+    /// The group's state name as ListGroups and DescribeGroups report it.
+    pub fn state_name(&self) -> &'static str {
+        match &self.membership {
+            Membership::None => "Empty",
+            Membership::Classic(group) => group.state().as_str(),
+            Membership::Consumer(group) => group.state().as_str(),
+        }
+    }
+
+    pub fn protocol_type(&self) -> &str {
+        match &self.membership {
+            Membership::None => "",
+            Membership::Classic(group) => group.protocol_type().unwrap_or(""),
+            Membership::Consumer(_) => "consumer",
+        }
+    }
+}
+
+/// Deletions of the offsets of `group` that `expired` selects.
+fn tombstones(
+    group_id: &str,
+    group: &Group,
+    expired: impl Fn(&CommittedOffset) -> bool,
+) -> Vec<OffsetChange> {
+    group
+        .offsets
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            partitions
+                .iter()
+                .filter(|(_, committed)| expired(committed))
+                .map(|(&partition, _)| OffsetChange {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition,
+                    value: None,
+                })
+        })
+        .collect()
 }
 
 fn error_code(code: i16) -> Option<ErrorCode> {
@@ -72,11 +127,16 @@ fn error_code(code: i16) -> Option<ErrorCode> {
 /// A partition index and its committed offset, if any.
 pub type PartitionOffset = (i32, Option<CommittedOffset>);
 
-/// The groups a shard owns.
+/// The groups a shard owns, and the JoinGroup/SyncGroup requests waiting on them.
 #[derive(Default)]
 pub struct GroupCoordinator {
     pub groups: HashMap<String, Group>,
+    waiting: HashMap<u64, oneshot::Sender<classic::Effect>>,
+    next_request_id: u64,
 }
+
+/// A parked JoinGroup or SyncGroup; resolves when the group answers it.
+pub type Waiting = oneshot::Receiver<classic::Effect>;
 
 impl GroupCoordinator {
     /// Applies stored or newly committed offset changes, in log order.
@@ -150,20 +210,161 @@ impl GroupCoordinator {
     /// come from consumers that assign partitions themselves, and are accepted while the
     /// group has no members.
     pub fn validate_commit(
-        &self,
+        &mut self,
         group: &str,
         member_id: &str,
-        _group_instance_id: Option<&str>,
+        group_instance_id: Option<&str>,
         generation: i32,
+        now_ms: i64,
     ) -> Option<ErrorCode> {
-        let code = match self.groups.get(group).map(|g| &g.membership) {
+        let code = match self.groups.get_mut(group).map(|g| &mut g.membership) {
             None | Some(Membership::None) if generation < 0 => return None,
             None | Some(Membership::None) => ErrorCode::IllegalGeneration.code(),
+            Some(Membership::Classic(group)) => {
+                group.validate_offset_commit(member_id, group_instance_id, generation, now_ms)
+            }
             Some(Membership::Consumer(group)) => {
                 group.validate_offset_commit(member_id, generation)
             }
         };
         error_code(code)
+    }
+
+    /// JoinGroup: parks the request until the group answers it (at once, or when the
+    /// rebalance completes). The first join creates the group.
+    pub fn join(
+        &mut self,
+        group_id: &str,
+        request: classic::JoinRequest,
+        config: &classic::GroupConfig,
+        now_ms: i64,
+    ) -> Result<Waiting, ErrorCode> {
+        if group_id.is_empty() {
+            return Err(ErrorCode::InvalidGroupId);
+        }
+        let group = self.groups.entry(group_id.to_string()).or_default();
+        match &group.membership {
+            Membership::Consumer(members) if !members.is_empty() => {
+                return Err(ErrorCode::InconsistentGroupProtocol)
+            }
+            Membership::Classic(_) => {}
+            _ => {
+                group.membership = Membership::Classic(classic::ClassicGroup::new(
+                    group_id.to_string(),
+                    config.clone(),
+                ))
+            }
+        }
+        Ok(self.park(group_id, |group, request_id| {
+            group.join(request_id, request, now_ms)
+        }))
+    }
+
+    /// SyncGroup: parks the request until the leader's assignment arrives.
+    pub fn sync(
+        &mut self,
+        group_id: &str,
+        request: classic::SyncRequest,
+        now_ms: i64,
+    ) -> Result<Waiting, ErrorCode> {
+        match self.groups.get(group_id).map(|g| &g.membership) {
+            Some(Membership::Classic(_)) => Ok(self.park(group_id, |group, request_id| {
+                group.sync(request_id, request, now_ms)
+            })),
+            _ => Err(ErrorCode::UnknownMemberId),
+        }
+    }
+
+    fn park(
+        &mut self,
+        group_id: &str,
+        call: impl FnOnce(&mut classic::ClassicGroup, u64) -> Vec<classic::Effect>,
+    ) -> Waiting {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let (answer, waiting) = oneshot::channel();
+        self.waiting.insert(request_id, answer);
+        if let Some(Membership::Classic(group)) =
+            self.groups.get_mut(group_id).map(|g| &mut g.membership)
+        {
+            let effects = call(group, request_id);
+            self.deliver(effects);
+        }
+        waiting
+    }
+
+    fn deliver(&mut self, effects: Vec<classic::Effect>) {
+        for effect in effects {
+            if let Some(answer) = self.waiting.remove(&effect.request_id()) {
+                // The client may have gone away; its member times out as usual.
+                let _ = answer.send(effect);
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> i16 {
+        match self.groups.get_mut(group_id).map(|g| &mut g.membership) {
+            Some(Membership::Classic(group)) => {
+                group.heartbeat(member_id, instance_id, generation, now_ms)
+            }
+            _ => ErrorCode::UnknownMemberId.code(),
+        }
+    }
+
+    /// LeaveGroup: the error code of each member leaving, or of the whole request.
+    pub fn leave(
+        &mut self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+        now_ms: i64,
+    ) -> Result<Vec<i16>, ErrorCode> {
+        let Some(Membership::Classic(group)) =
+            self.groups.get_mut(group_id).map(|g| &mut g.membership)
+        else {
+            return Err(ErrorCode::UnknownMemberId);
+        };
+        let (codes, effects) = group.leave(members, now_ms);
+        self.deliver(effects);
+        self.forget_if_dead(group_id);
+        Ok(codes)
+    }
+
+    /// DeleteGroups: checks that the group may go and returns the tombstones of its
+    /// offsets; the caller stores them, then calls [`GroupCoordinator::remove`].
+    pub fn deletion(&self, group_id: &str) -> Result<Vec<OffsetChange>, ErrorCode> {
+        let group = self
+            .groups
+            .get(group_id)
+            .ok_or(ErrorCode::GroupIdNotFound)?;
+        if group.has_members() {
+            return Err(ErrorCode::NonEmptyGroup);
+        }
+        Ok(tombstones(group_id, group, |_| true))
+    }
+
+    pub fn remove(&mut self, group_id: &str) {
+        self.groups.remove(group_id);
+    }
+
+    /// Offsets of groups without members committed longer ago than `retention_ms`
+    /// (Kafka's offsets.retention.minutes), as tombstones to store.
+    pub fn expired_offsets(&self, retention_ms: i64, now_ms: i64) -> Vec<OffsetChange> {
+        self.groups
+            .iter()
+            .filter(|(_, group)| !group.has_members())
+            .flat_map(|(group_id, group)| {
+                tombstones(group_id, group, |c| {
+                    c.commit_timestamp_ms + retention_ms < now_ms
+                })
+            })
+            .collect()
     }
 
     /// A KIP-848 heartbeat. A consumer group is created by its first member's join
@@ -203,7 +404,10 @@ impl GroupCoordinator {
         }
         let response = match &mut group.membership {
             Membership::Consumer(members) => members.heartbeat(request, topics, now_ms),
-            Membership::None => unreachable!("set above"),
+            _ => refuse(
+                ErrorCode::GroupIdNotFound,
+                "the group is a classic group with members",
+            ),
         };
         self.forget_if_dead(group_id);
         response
@@ -218,11 +422,15 @@ impl GroupCoordinator {
             .map(|(id, _)| id.clone())
             .collect();
         for group_id in due {
-            if let Some(group) = self.groups.get_mut(&group_id) {
-                if let Membership::Consumer(members) = &mut group.membership {
+            let effects = match self.groups.get_mut(&group_id).map(|g| &mut g.membership) {
+                Some(Membership::Classic(members)) => members.tick(now_ms),
+                Some(Membership::Consumer(members)) => {
                     members.tick(now_ms);
+                    Vec::new()
                 }
-            }
+                _ => Vec::new(),
+            };
+            self.deliver(effects);
             self.forget_if_dead(&group_id);
         }
     }

@@ -8,18 +8,25 @@ mod consumer_group_describe;
 mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
 mod find_coordinator;
 mod group_routing;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -82,6 +89,13 @@ served_apis! {
     OffsetDelete(OffsetDeleteRequest) => offset_delete,
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest) => consumer_group_heartbeat,
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest) => consumer_group_describe,
+    JoinGroup(JoinGroupRequest) => join_group,
+    SyncGroup(SyncGroupRequest) => sync_group,
+    Heartbeat(HeartbeatRequest) => heartbeat,
+    LeaveGroup(LeaveGroupRequest) => leave_group,
+    ListGroups(ListGroupsRequest) => list_groups,
+    DescribeGroups(DescribeGroupsRequest) => describe_groups,
+    DeleteGroups(DeleteGroupsRequest) => delete_groups,
 }
 
 /// The served version range of an API, if it is served at all.
