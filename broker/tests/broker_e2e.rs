@@ -427,3 +427,75 @@ fn committed_offsets_survive_kill9() {
     }
     assert_eq!(client.fetch_offset("never-committed", "events", 0), -1);
 }
+
+/// Joins `group` as a new classic member (JoinGroup v9 then SyncGroup v5); returns the
+/// member id and generation. The broker runs with no initial rebalance delay.
+fn join_alone(client: &mut Client, group: &str) -> (String, i32) {
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.into())))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.into()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"m"))])
+    };
+    let first = client.call(9, &join(""));
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    let joined = client.call(9, &join(first.member_id.as_str()));
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.leader, joined.member_id);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone())
+        .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+        .with_assignments(vec![
+            sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id.clone())
+                .with_assignment(bytes::Bytes::from_static(b"a")),
+        ]);
+    let synced = client.call(5, &sync);
+    assert_eq!((synced.error_code, &synced.assignment[..]), (0, &b"a"[..]));
+    (joined.member_id.to_string(), joined.generation_id)
+}
+
+#[test]
+fn commits_are_checked_against_member_and_generation() {
+    let broker = Broker::start(
+        2,
+        &[
+            "offsets.topic.num.partitions=4",
+            "group.initial.rebalance.delay.ms=0",
+        ],
+    );
+    let mut client = broker.client();
+    client.create_topic("orders", 1);
+    for group in ["g-a", "g-b", "g-c", "g-d"] {
+        let (member, generation) = join_alone(&mut client, group);
+        assert_eq!(
+            client.commit_offset(group, &member, generation, "orders", 0, 5),
+            0
+        );
+        assert_eq!(
+            client.commit_offset(group, &member, generation + 1, "orders", 0, 6),
+            22,
+            "ILLEGAL_GENERATION"
+        );
+        assert_eq!(
+            client.commit_offset(group, "stranger", generation, "orders", 0, 6),
+            25,
+            "UNKNOWN_MEMBER_ID"
+        );
+        assert_eq!(
+            client.commit_offset(group, "", -1, "orders", 0, 6),
+            25,
+            "a simple commit into a live group"
+        );
+        assert_eq!(client.fetch_offset(group, "orders", 0), 5);
+    }
+}

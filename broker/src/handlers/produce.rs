@@ -6,6 +6,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{auto_create_topics, resolve_topic_ref, scatter, str_bytes, ByShard, RequestContext};
 use crate::errors::ErrorCode;
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::shard::{AppendRequest, AppendResult, ShardRequest, ShardResponse};
 
 /// Produce v13 (KIP-516) names topics by id instead of by name.
@@ -41,6 +42,12 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> ProduceRes
                 (Ok(meta), _) if data.index < 0 || data.index >= meta.record.partitions => {
                     Some((ErrorCode::UnknownTopicOrPartition, None))
                 }
+                (Ok(meta), _) if meta.record.name == OFFSETS_TOPIC => Some((
+                    ErrorCode::InvalidTopicException,
+                    Some(format!(
+                        "cannot produce to the internal topic {OFFSETS_TOPIC}"
+                    )),
+                )),
                 _ if ![0, 1, -1].contains(&acks) => Some((
                     ErrorCode::InvalidRequiredAcks,
                     Some(format!("acks must be 0, 1 or -1, got {acks}")),

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::messages::{NewTopic, TopicChange, TopicRef};
 use super::{Shard, ShardRequest, ShardResponse, CONTROLLER_SHARD};
 use crate::errors::ErrorCode;
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::{
     resolve_topic, validate_topic_name, TopicError, TopicRecord, TopicRegistry, MAX_PARTITIONS,
 };
@@ -65,6 +66,7 @@ impl Shard {
                             TopicRef::Id(id) => registry.find_by_id(id).cloned(),
                         };
                         let record = found.ok_or_else(|| unknown_topic(&topic))?;
+                        refuse_internal(&record.name)?;
                         registry.remove(&record.name).map_err(storage_error)?;
                         changed = true;
                         Ok(record)
@@ -135,7 +137,20 @@ fn persist(
     Ok(record)
 }
 
+/// The offsets topic maps groups to partitions by count: it may be neither deleted nor
+/// grown.
+fn refuse_internal(name: &str) -> Result<(), TopicError> {
+    if name == OFFSETS_TOPIC {
+        return Err(TopicError::new(
+            ErrorCode::InvalidTopicException,
+            format!("{OFFSETS_TOPIC} is an internal topic"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_add_partitions(existing: Option<&TopicRecord>, name: &str, count: i32) -> Outcome {
+    refuse_internal(name)?;
     let mut record = existing
         .cloned()
         .ok_or_else(|| unknown_topic(&TopicRef::Name(name.to_string())))?;
