@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::config::BrokerConfig;
 use crate::metadata::{load_cluster_id, TopicRegistry};
 use crate::shard::{Shard, CONTROLLER_SHARD};
+use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
 
 /// Bound on messages queued between two shards; senders wait beyond it.
 const MESH_CAPACITY: usize = 1024;
@@ -17,6 +18,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let clean_start = take_clean_shutdown_marker(&config.data_dir)?;
     let cluster_id: Arc<str> = load_cluster_id(&config.data_dir, config.node_id)?.into();
     // Read the registry before starting shards, so a corrupt one fails the start loudly.
     let registry = TopicRegistry::load(&config.data_dir)?;
@@ -30,9 +32,13 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
         cluster_id = %cluster_id,
         "corelog starting"
     );
+    let shutdown = Shutdown::on_signals()?;
+    let data_dir = config.data_dir.clone();
     let config = Arc::new(config);
     let registry = Arc::new(registry);
+    let stopping = shutdown.clone();
     corelog_io::shard::run_shards(&cpus, MESH_CAPACITY, move |ctx| {
+        let shutdown = stopping.clone();
         let config = config.clone();
         let cluster_id = cluster_id.clone();
         let registry = registry.clone();
@@ -48,6 +54,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 config.clone(),
                 cluster_id,
                 owned_registry,
+                clean_start,
             ));
             let served = shard.clone();
             let mesh = ctx
@@ -79,9 +86,20 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 }
             };
             tracing::info!(shard = ctx.shard_id, cpu = ctx.cpu, "shard serving");
-            crate::server::accept_loop(shard, listener).await;
+            let accepting =
+                corelog_io::spawn_local(crate::server::accept_loop(shard.clone(), listener));
+            shutdown.wait_requested().await;
+            // Dropping the accept task closes the listener; open connections finish the
+            // requests they have in flight and close.
+            drop(accepting);
+            shard.stop_serving().await;
+            shutdown.drained(ctx.shard_count).await;
+            if !shard.close_logs_cleanly() {
+                shutdown.flush_failed();
+            }
         }
-    })
+    })?;
+    shutdown.finish(&data_dir)
 }
 
 /// Holds an exclusive lock on the data dir for the life of the process, so two brokers

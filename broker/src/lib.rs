@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod shutdown;
 
 pub mod errors {
     //! Kafka error codes, as the kafka-protocol crate defines them.

@@ -89,10 +89,15 @@ async fn serve_connection(
     });
 
     let max_frame = shard.config.socket_request_max_bytes;
+    // One stop future for the connection's life, polled alongside each read.
+    let mut stopping = std::pin::pin!(shard.stopping());
     let outcome = loop {
-        let frame = match protocol::read_frame(&mut reader, max_frame).await {
-            Ok(frame) => frame,
-            Err(e) => break Err(e),
+        let read = std::pin::pin!(protocol::read_frame(&mut reader, max_frame));
+        let frame = match futures::future::select(read, stopping.as_mut()).await {
+            futures::future::Either::Left((Ok(frame), _)) => frame,
+            futures::future::Either::Left((Err(e), _)) => break Err(e),
+            // The broker is stopping: answer what is in flight, read nothing more.
+            futures::future::Either::Right(_) => break Ok(()),
         };
         let task = match prepare(&shard, &peer, frame) {
             Ok(Prepared::Immediate(response)) => {

@@ -499,3 +499,43 @@ fn commits_are_checked_against_member_and_generation() {
         assert_eq!(client.fetch_offset(group, "orders", 0), 5);
     }
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_the_restart_skips_recovery() {
+    let mut broker = Broker::start(2, &["offsets.topic.num.partitions=2"]);
+    let mut client = broker.client();
+    client.create_topic("calm", 2);
+    for i in 0..300 {
+        let value = format!("m{i}");
+        // acks=1: nothing forces these to disk before the stop does.
+        assert_eq!(client.produce("calm", i % 2, 1, batch(&[&value])).0, 0);
+    }
+    assert_eq!(client.commit_offset("g", "", -1, "calm", 0, 42), 0);
+    assert!(broker.stop_gracefully(), "exit status 0 after SIGTERM");
+    assert!(broker.log().contains("stopped cleanly"), "{}", broker.log());
+    broker.start_again();
+    let restart_log = broker.log();
+    let restart_log = &restart_log[restart_log.rfind("corelog starting").unwrap()..];
+    assert!(
+        restart_log.contains("segments_recovered: 0"),
+        "{restart_log}"
+    );
+    assert!(
+        !restart_log.contains("segments_recovered: 1"),
+        "a log was scanned: {restart_log}"
+    );
+    let mut client = broker.client();
+    for partition in 0..2 {
+        let (code, hw, records) = client.fetch("calm", partition, 0, 0);
+        assert_eq!((code, hw), (0, 150));
+        let values: Vec<String> = decode_values(records).into_iter().map(|(_, v)| v).collect();
+        let expected: Vec<String> = (0..300)
+            .filter(|i| i % 2 == partition)
+            .map(|i| format!("m{i}"))
+            .collect();
+        assert_eq!(values, expected);
+    }
+    assert_eq!(client.fetch_offset("g", "calm", 0), 42);
+    // Appends continue where the log ended.
+    assert_eq!(client.produce("calm", 0, -1, batch(&["after"])), (0, 150));
+}

@@ -208,19 +208,33 @@ impl PartitionLog {
     /// only their indexes are read. From the segment holding the recovery
     /// point on, every batch is validated and the indexes rebuilt; the first
     /// invalid batch truncates the log there and later segments are deleted.
-    pub fn open(dir: &Path, config: LogConfig) -> io::Result<Self> {
+    ///
+    /// After a clean shutdown (`clean_shutdown`) every segment was flushed with its
+    /// indexes: all are trusted, and only the active segment's tail after its last index
+    /// entry is read to find the log end.
+    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> io::Result<Self> {
         let mut config = config;
         config.segment_bytes = config.segment_bytes.clamp(1, MAX_SEGMENT_BYTES);
         fs::create_dir_all(dir)?;
         let dir_file = Arc::new(File::open(dir)?);
         let bases = list_segments(dir)?;
-        let recovery_point = read_recovery_point(dir)?;
+        let recovery_point = if clean_shutdown {
+            i64::MAX
+        } else {
+            read_recovery_point(dir)?
+        };
         let mut recovery = RecoveryStats {
             recovery_point,
             ..RecoveryStats::default()
         };
-        let (mut segments, first_recovered) =
-            load_segments(dir, &bases, recovery_point, &config, &mut recovery)?;
+        let (mut segments, first_recovered) = load_segments(
+            dir,
+            &bases,
+            recovery_point,
+            clean_shutdown,
+            &config,
+            &mut recovery,
+        )?;
         if segments.is_empty() {
             let now = system_time_ms(SystemTime::now());
             segments.push(LogSegment::create(
@@ -465,6 +479,21 @@ impl PartitionLog {
         })
     }
 
+    /// Before a clean shutdown: puts everything on disk, the active segment's indexes
+    /// included, so that the next start can trust the whole log
+    /// (`open(.., clean_shutdown: true)`). Blocking.
+    pub fn close_cleanly(&mut self) -> io::Result<()> {
+        self.active_mut().seal()?;
+        if let Some(job) = self.flush_job() {
+            job.run()?;
+            self.complete_flush(&job);
+        }
+        for file in self.active().index_files() {
+            file.sync_data()?;
+        }
+        self.write_recovery_checkpoint().map(|_| ())
+    }
+
     /// Records that `job` ran successfully.
     pub fn complete_flush(&mut self, job: &FlushJob) {
         let covered = job.log_end_offset.min(self.log_end_offset());
@@ -669,6 +698,7 @@ fn load_segments(
     dir: &Path,
     bases: &[i64],
     recovery_point: i64,
+    clean_shutdown: bool,
     config: &LogConfig,
     stats: &mut RecoveryStats,
 ) -> io::Result<(Vec<LogSegment>, Option<i64>)> {
@@ -677,20 +707,26 @@ fn load_segments(
     let mut first_recovered = None;
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
-        let trusted = match next_base.filter(|&next| next <= recovery_point) {
-            Some(next) => match LogSegment::open_trusted(dir, base, next, interval)? {
-                Ok(segment) => Some(segment),
-                Err(insane) => {
-                    tracing::warn!(dir = %dir.display(), base, %insane, "rebuilding index of segment");
-                    None
-                }
-            },
+        let attempt = match next_base {
+            Some(next) if next <= recovery_point => Some(
+                LogSegment::open_trusted(dir, base, next, interval)?
+                    .map(|segment| (segment, RecoveryOutcome::default())),
+            ),
+            None if clean_shutdown => Some(LogSegment::open_trusted_active(dir, base, interval)?),
+            _ => None,
+        };
+        let trusted = match attempt {
+            Some(Ok(opened)) => Some(opened),
+            Some(Err(insane)) => {
+                tracing::warn!(dir = %dir.display(), base, %insane, "rebuilding index of segment");
+                None
+            }
             None => None,
         };
         let (segment, outcome) = match trusted {
-            Some(segment) => {
+            Some(opened) => {
                 stats.segments_trusted += 1;
-                (segment, RecoveryOutcome::default())
+                opened
             }
             None => {
                 stats.segments_recovered += 1;
@@ -753,7 +789,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> PartitionLog {
-        PartitionLog::open(&dir.join("topic-0"), config()).unwrap()
+        PartitionLog::open(&dir.join("topic-0"), config(), false).unwrap()
     }
 
     fn append_n(log: &mut PartitionLog, n: i64, first_ts: i64) {
@@ -893,7 +929,7 @@ mod tests {
             segment_ms: 1_000,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
         // The first segment's creation time is wall-clock time at open.
         let t0 = system_time_ms(SystemTime::now());
         log.append(&one(0), 0, t0).unwrap();
@@ -956,7 +992,7 @@ mod tests {
             retention_ms: 1_000,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
         append_n(&mut log, 10, 1_000); // max ts 1009
         append_n(&mut log, 10, 5_000); // max ts 5009
         append_n(&mut log, 5, 9_000); // active
@@ -978,7 +1014,7 @@ mod tests {
         assert_eq!((bases(&log), log.log_start_offset()), (vec![20], 20));
         // And the log reopens with the new start offset.
         drop(log);
-        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 25));
     }
 
@@ -990,7 +1026,7 @@ mod tests {
             retention_bytes: 2 * seg,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
         append_n(&mut log, 45, 0); // four full segments and a half-full active one
         assert_eq!(log.segment_count(), 5);
         // 4.5 segments; deleting two leaves 2.5 >= 2, a third would leave 1.5.
@@ -1002,7 +1038,7 @@ mod tests {
 
     /// Three segments' worth of data and the position of every batch in the last.
     fn three_segments(dir: &Path) -> PartitionLog {
-        let mut log = PartitionLog::open(dir, config()).unwrap();
+        let mut log = PartitionLog::open(dir, config(), false).unwrap();
         append_n(&mut log, 25, 0);
         assert_eq!(bases(&log), vec![0, 10, 20]);
         log
@@ -1023,7 +1059,7 @@ mod tests {
             .set_len(torn)
             .unwrap();
 
-        let mut log = PartitionLog::open(dir.path(), config()).unwrap();
+        let mut log = PartitionLog::open(dir.path(), config(), false).unwrap();
         let stats = log.recovery_stats();
         assert_eq!(stats.bytes_truncated, batch_len() / 2);
         assert_eq!(stats.segments_deleted, 0);
@@ -1044,7 +1080,7 @@ mod tests {
         // Flip a byte inside the record data of offset 13 (4th batch of segment 1).
         flip_byte(&middle, 3 * batch_len() + 70);
 
-        let mut log = PartitionLog::open(dir.path(), config()).unwrap();
+        let mut log = PartitionLog::open(dir.path(), config(), false).unwrap();
         let stats = log.recovery_stats();
         assert_eq!((stats.segments_recovered, stats.segments_deleted), (2, 1));
         assert_eq!(stats.bytes_truncated, 7 * batch_len());
@@ -1067,7 +1103,7 @@ mod tests {
         // Corrupt a trusted segment: recovery must not even look at it.
         flip_byte(&first, 5 * batch_len() + 70);
 
-        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
         let stats = log.recovery_stats();
         assert_eq!(stats.recovery_point, 20);
         assert_eq!((stats.segments_trusted, stats.segments_recovered), (2, 1));
@@ -1080,7 +1116,7 @@ mod tests {
 
         // Without the checkpoint everything is rescanned and the damage found.
         fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
-        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
         assert_eq!(log.recovery_stats().segments_recovered, 1);
         assert_eq!(log.recovery_stats().segments_deleted, 2);
         assert_eq!(log.log_end_offset(), 5);
@@ -1098,7 +1134,7 @@ mod tests {
         drop(log);
         fs::write(&index, &good[..good.len() - 3]).unwrap();
 
-        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
         let stats = log.recovery_stats();
         assert_eq!((stats.segments_trusted, stats.segments_recovered), (1, 2));
         assert_eq!(fs::read(&index).unwrap(), good);

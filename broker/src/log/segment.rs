@@ -210,6 +210,33 @@ impl LogSegment {
         Ok(Ok(segment))
     }
 
+    /// Opens the active segment after a clean shutdown: its indexes were flushed, so
+    /// only the batches after the last index entry (at most about one index interval)
+    /// are read back to find the end offset, instead of the whole segment.
+    /// `Ok(Err(_))` means an index is missing or insane: recover instead.
+    pub fn open_trusted_active(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: usize,
+    ) -> io::Result<Result<(Self, RecoveryOutcome), InsaneIndex>> {
+        let mut segment =
+            match Self::open_trusted(dir, base_offset, i64::MAX, index_interval_bytes)? {
+                Ok(segment) => segment,
+                Err(insane) => return Ok(Err(insane)),
+            };
+        let (position, offset) = segment
+            .offset_index
+            .last_entry()
+            .map_or((0, base_offset), |entry| (entry.position, entry.offset));
+        // Rewind to the state right before the indexed batch was written; the tail scan
+        // then replays from it exactly as the appends did.
+        segment.size = position;
+        segment.next_offset = offset;
+        segment.bytes_since_last_index_entry = 0;
+        let outcome = segment.recover_from(position)?;
+        Ok(Ok((segment, outcome)))
+    }
+
     /// Opens a segment whose content is not known to be durable: validates
     /// every batch, rebuilds both indexes and truncates the file at the
     /// first invalid or torn batch.
@@ -234,11 +261,17 @@ impl LogSegment {
 
     /// Recovery scan from position 0. See [`LogSegment::open_and_recover`].
     fn recover(&mut self) -> io::Result<RecoveryOutcome> {
+        self.recover_from(0)
+    }
+
+    /// Validates and indexes every batch from `start` (a batch boundary the in-memory
+    /// state is at) to the end of the file, truncating at the first invalid one.
+    fn recover_from(&mut self, start: u64) -> io::Result<RecoveryOutcome> {
         let file_len = self.log.metadata()?.len();
         let log = Arc::clone(&self.log);
         let mut reader = WindowReader::new(&log, file_len, RECOVERY_WINDOW);
         let mut outcome = RecoveryOutcome::default();
-        let mut position = 0;
+        let mut position = start;
         let mut invalid = None;
         while position < file_len {
             match self.check_stored_batch(&mut reader, position, file_len)? {

@@ -30,6 +30,10 @@ use crate::group::offsets::{offsets_partition_for, OFFSETS_TOPIC};
 use crate::group::GroupCoordinator;
 use crate::metadata::{shard_for, MetadataImage, TopicRegistry};
 
+/// How long a stopping broker lets connections finish their in-flight requests (a long
+/// poll holds one up to its max wait).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// The shard that owns the topic registry and serializes topic changes.
 pub const CONTROLLER_SHARD: usize = 0;
 
@@ -49,6 +53,11 @@ pub struct Shard {
     /// Serializes topic changes on the controller shard, which await image broadcasts.
     topic_change_lock: futures::lock::Mutex<()>,
     pub connections: Cell<usize>,
+    /// The previous run stopped cleanly: logs open without a recovery scan.
+    clean_start: bool,
+    /// Set when the broker stops: connections finish what they have and close.
+    stopping: Cell<bool>,
+    stop_requested: event_listener::Event,
     /// Groups coordinated by this shard (those whose offsets partition it owns).
     pub groups: RefCell<GroupCoordinator>,
 }
@@ -60,6 +69,7 @@ impl Shard {
         config: Arc<BrokerConfig>,
         cluster_id: Arc<str>,
         registry: Option<TopicRegistry>,
+        clean_start: bool,
     ) -> Shard {
         Shard {
             id,
@@ -74,6 +84,9 @@ impl Shard {
             registry: registry.map(RefCell::new),
             topic_change_lock: futures::lock::Mutex::new(()),
             connections: Cell::new(0),
+            clean_start,
+            stopping: Cell::new(false),
+            stop_requested: event_listener::Event::new(),
             groups: RefCell::new(GroupCoordinator::default()),
         }
     }
@@ -294,7 +307,12 @@ impl Shard {
                     Some(partition) => {
                         partition.update_config(&topic.log_config, topic.min_insync_replicas)
                     }
-                    None => match Partition::open(&self.config.data_dir, topic, index as i32) {
+                    None => match Partition::open(
+                        &self.config.data_dir,
+                        topic,
+                        index as i32,
+                        self.clean_start,
+                    ) {
                         Ok(partition) => {
                             if name == OFFSETS_TOPIC {
                                 self.load_offsets(&partition);
@@ -378,6 +396,47 @@ impl Shard {
             },
             Err(e) => tracing::error!("cannot read stored offsets: {e}"),
         }
+    }
+
+    /// Resolves once the broker is stopping.
+    pub async fn stopping(&self) {
+        while !self.stopping.get() {
+            let listener = self.stop_requested.listen();
+            if self.stopping.get() {
+                break;
+            }
+            listener.await;
+        }
+    }
+
+    /// Tells connections to stop reading requests and waits (bounded) until they have
+    /// answered those in flight and closed.
+    pub async fn stop_serving(&self) {
+        self.stopping.set(true);
+        self.stop_requested.notify(usize::MAX);
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.connections.get() > 0 && Instant::now() < deadline {
+            corelog_io::sleep(crate::shutdown::POLL).await;
+        }
+        if self.connections.get() > 0 {
+            tracing::warn!(
+                shard = self.id,
+                open = self.connections.get(),
+                "closing connections still busy"
+            );
+        }
+    }
+
+    /// Flushes every owned log with its indexes for a clean stop; false if one failed.
+    pub fn close_logs_cleanly(&self) -> bool {
+        let mut all_closed = true;
+        for partition in self.owned_partitions() {
+            if let Err(e) = partition.close_cleanly() {
+                tracing::error!(shard = self.id, "flush at shutdown failed: {e}");
+                all_closed = false;
+            }
+        }
+        all_closed
     }
 
     fn owned_partitions(&self) -> Vec<Rc<Partition>> {

@@ -35,7 +35,12 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn open(data_dir: &Path, topic: &TopicMeta, index: i32) -> anyhow::Result<Partition> {
+    pub fn open(
+        data_dir: &Path,
+        topic: &TopicMeta,
+        index: i32,
+        clean_shutdown: bool,
+    ) -> anyhow::Result<Partition> {
         let dir = data_dir.join(format!("{}-{index}", topic.record.name));
         let id_line = format!(
             "version: 0\ntopic_id: {}\n",
@@ -50,7 +55,7 @@ impl Partition {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let log = PartitionLog::open(&dir, topic.log_config.clone())?;
+        let log = PartitionLog::open(&dir, topic.log_config.clone(), clean_shutdown)?;
         if !dir.join(PARTITION_METADATA).exists() {
             write_atomically(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
         }
@@ -251,6 +256,11 @@ impl Partition {
             .borrow_mut()
             .write_recovery_checkpoint()
             .map(|_| ())
+    }
+
+    /// See [`PartitionLog::close_cleanly`].
+    pub fn close_cleanly(&self) -> std::io::Result<()> {
+        self.log.borrow_mut().close_cleanly()
     }
 
     pub fn enforce_retention(&self, now_ms: i64) {

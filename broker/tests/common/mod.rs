@@ -56,10 +56,17 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        // The broker's log, kept beside its data so a test can read what it said.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_corelog"))
             .args(&self.args)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start corelog");
         self.child = Some(child);
@@ -104,6 +111,38 @@ impl Broker {
         }
     }
 
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().with_extension("log")
+    }
+
+    /// Everything the broker printed so far (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited with status 0.
+    pub fn stop_gracefully(&mut self) -> bool {
+        let mut child = self.child.take().expect("broker running");
+        // SAFETY: signals a child process we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "corelog did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "broker still running");
+        self.spawn();
+    }
+
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
         self.spawn();
@@ -124,6 +163,10 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- broker log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(self.log_path());
     }
 }
 
