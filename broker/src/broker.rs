@@ -23,7 +23,8 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     // Read the registry before starting shards, so a corrupt one fails the start loudly.
     let registry = TopicRegistry::load(&config.data_dir)?;
     let registry = std::sync::Mutex::new(Some(registry));
-    let cpus = corelog_io::shard::select_cpus(cores)?;
+    let cpus = choose_cpus(cores)?;
+    warn_about_host(&cpus, &config.data_dir);
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
@@ -118,4 +119,30 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         );
     }
     Ok(file)
+}
+
+/// One shard per physical core by default, the cores busiest with device interrupts
+/// last: the same choice `corelog-tune` recommends. An explicit count must be available.
+fn choose_cpus(cores: Option<usize>) -> anyhow::Result<Vec<usize>> {
+    match cores {
+        None => Ok(corelog_tuning::pick_cores(None)),
+        Some(count) => {
+            corelog_io::shard::select_cpus(Some(count))?;
+            Ok(corelog_tuning::pick_cores(Some(count)))
+        }
+    }
+}
+
+/// Logs each host setting that hurts latency, as `corelog-tune check` reports it.
+fn warn_about_host(cpus: &[usize], data_dir: &std::path::Path) {
+    for finding in corelog_tuning::check_host_at(cpus, data_dir) {
+        if finding.status == corelog_tuning::Status::Warn {
+            tracing::warn!(
+                "host setting {} is {}, recommended {} (`corelog-tune check` says why)",
+                finding.name,
+                finding.current,
+                finding.recommended
+            );
+        }
+    }
 }

@@ -249,13 +249,12 @@ impl PartitionLog {
         // Recovered segments may hold data, truncations and directory entries
         // that only lived in the page cache: the first flush job syncs them.
         let not_durable_from = first_recovered.unwrap_or(log_start_offset);
-        tracing::info!(
-            dir = %dir.display(),
-            log_start_offset,
-            log_end_offset,
-            ?recovery,
-            "partition log opened"
-        );
+        // Damage found is worth a line of its own; the rest is summed up by the caller.
+        if recovery.bytes_truncated > 0 || recovery.segments_deleted > 0 {
+            tracing::warn!(dir = %dir.display(), log_end_offset, ?recovery, "partition log recovered with damage");
+        } else {
+            tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, ?recovery, "partition log opened");
+        }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             dir_file,

@@ -284,6 +284,7 @@ impl Shard {
         }
         self.image_version.set(version);
         let mut partitions = self.partitions.borrow_mut();
+        let mut opened = OpenedLogs::default();
         partitions.retain(|topic, owned| {
             let current = image.topic(topic);
             let keep = |p: &Rc<Partition>| current.is_some_and(|t| t.record.id == p.topic_id);
@@ -314,6 +315,7 @@ impl Shard {
                         self.clean_start,
                     ) {
                         Ok(partition) => {
+                            opened.add(&partition.recovery_stats());
                             if name == OFFSETS_TOPIC {
                                 self.load_offsets(&partition);
                             }
@@ -326,6 +328,7 @@ impl Shard {
                 }
             }
         }
+        opened.report(self.id);
         self.groups.borrow_mut().on_metadata_change(&*image);
         *self.image.borrow_mut() = image;
         self.image_applied.notify(usize::MAX);
@@ -489,5 +492,36 @@ fn offsets_topic_record(config: &BrokerConfig) -> crate::metadata::TopicRecord {
         id: uuid::Uuid::new_v4(),
         partitions: config.groups.offsets_topic_partitions,
         configs,
+    }
+}
+
+/// What opening a batch of partition logs took, for one summary line per shard.
+#[derive(Default)]
+struct OpenedLogs {
+    partitions: usize,
+    segments_trusted: usize,
+    segments_recovered: usize,
+    bytes_truncated: u64,
+}
+
+impl OpenedLogs {
+    fn add(&mut self, stats: &crate::log::RecoveryStats) {
+        self.partitions += 1;
+        self.segments_trusted += stats.segments_trusted;
+        self.segments_recovered += stats.segments_recovered;
+        self.bytes_truncated += stats.bytes_truncated;
+    }
+
+    fn report(&self, shard: usize) {
+        if self.partitions > 0 {
+            tracing::info!(
+                shard,
+                partitions = self.partitions,
+                segments_trusted = self.segments_trusted,
+                segments_recovered = self.segments_recovered,
+                bytes_truncated = self.bytes_truncated,
+                "partition logs opened"
+            );
+        }
     }
 }

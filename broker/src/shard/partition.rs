@@ -258,6 +258,10 @@ impl Partition {
             .map(|_| ())
     }
 
+    pub fn recovery_stats(&self) -> crate::log::RecoveryStats {
+        self.log.borrow().recovery_stats()
+    }
+
     /// See [`PartitionLog::close_cleanly`].
     pub fn close_cleanly(&self) -> std::io::Result<()> {
         self.log.borrow_mut().close_cleanly()
