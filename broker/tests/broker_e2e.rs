@@ -543,3 +543,106 @@ fn sigterm_stops_cleanly_and_the_restart_skips_recovery() {
     // Appends continue where the log ended.
     assert_eq!(client.produce("calm", 0, -1, batch(&["after"])), (0, 150));
 }
+
+fn alter_topic_config(
+    client: &mut Client,
+    topic: &str,
+    name: &str,
+    value: &str,
+    validate_only: bool,
+) -> i16 {
+    let request = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(topic.into()))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_string(name.into()))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_string(value.into()))),
+                ]),
+        ]);
+    client.call(1, &request).responses[0].error_code
+}
+
+fn topic_config(client: &mut Client, topic: &str, name: &str) -> String {
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.into()))
+            .with_configuration_keys(Some(vec![StrBytes::from_string(name.into())])),
+    ]);
+    let response = client.call(4, &request);
+    response.results[0].configs[0]
+        .value
+        .as_ref()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn altered_retention_applies_to_the_running_log() {
+    let broker = Broker::start(2, &["log.retention.check.interval.ms=100"]);
+    let mut client = broker.client();
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("shrink")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_value(Some(StrBytes::from_static_str("1024")))]),
+    ]);
+    assert_eq!(client.call(7, &create).topics[0].error_code, 0);
+    let value = "v".repeat(200);
+    for _ in 0..40 {
+        assert_eq!(client.produce("shrink", 0, 1, batch(&[&value])).0, 0);
+    }
+    assert_eq!(client.list_offset("shrink", 0, -2), (0, 0));
+
+    assert_eq!(
+        alter_topic_config(&mut client, "shrink", "retention.bytes", "soon", false),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_topic_config(&mut client, "shrink", "retention.bytes", "2048", true),
+        0
+    );
+    assert_eq!(
+        topic_config(&mut client, "shrink", "retention.bytes"),
+        "-1",
+        "validate_only changed nothing"
+    );
+    assert_eq!(
+        alter_topic_config(&mut client, "nope", "retention.bytes", "2048", false),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        alter_topic_config(&mut client, "shrink", "retention.bytes", "2048", false),
+        0
+    );
+    assert_eq!(
+        topic_config(&mut client, "shrink", "retention.bytes"),
+        "2048"
+    );
+
+    // Retention runs every 100 ms; give it up to 10 s to drop the old segments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut earliest = 0;
+    while earliest == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        earliest = client.list_offset("shrink", 0, -2).1;
+    }
+    assert!(
+        earliest > 0,
+        "old segments were deleted and the log start advanced"
+    );
+    assert_eq!(client.list_offset("shrink", 0, -1), (0, 40));
+    let (code, _, records) = client.fetch("shrink", 0, earliest, 0);
+    assert_eq!(code, 0);
+    assert_eq!(decode_values(records)[0].0, earliest);
+    let (code, _, _) = client.fetch("shrink", 0, 0, 0);
+    assert_eq!(code, 1, "OFFSET_OUT_OF_RANGE below the log start");
+}

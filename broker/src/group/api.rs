@@ -177,6 +177,39 @@ async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitRequest) -> Offse
     response
 }
 
+/// The OffsetFetch layouts of v0-7 (one group) and v8+ (several) differ only in type
+/// names: this answers one group's request in either.
+macro_rules! fetch_group_offsets {
+    ($groups:expr, $group:expr, $asked:expr, $topic:ty, $partition:ty) => {{
+        let wanted = $asked.map(|topics| {
+            topics
+                .into_iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes))
+                .collect()
+        });
+        $groups
+            .fetch_offsets($group, wanted)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, committed)| {
+                        let (offset, epoch, metadata) = fetched_fields(committed);
+                        <$partition>::default()
+                            .with_partition_index(index)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(Some(metadata))
+                    })
+                    .collect();
+                <$topic>::default()
+                    .with_name(TopicName(StrBytes::from_string(topic)))
+                    .with_partitions(partitions)
+            })
+            .collect()
+    }};
+}
+
 /// OffsetFetch: v0-7 name one group, v8+ a list of them (this shard's share of it).
 fn offset_fetch(
     shard: &Rc<Shard>,
@@ -186,66 +219,27 @@ fn offset_fetch(
     let groups = shard.groups.borrow();
     if version < 8 {
         let group = request.group_id.as_str();
-        let wanted = request.topics.map(|topics| {
-            topics
-                .into_iter()
-                .map(|t| (t.name.to_string(), t.partition_indexes))
-                .collect()
-        });
-        let topics = groups
-            .fetch_offsets(group, wanted)
-            .into_iter()
-            .map(|(topic, partitions)| {
-                OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(
-                        partitions
-                            .into_iter()
-                            .map(|(index, committed)| {
-                                let (offset, epoch, metadata) = fetched_fields(committed);
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(index)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(Some(metadata))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+        let topics = fetch_group_offsets!(
+            groups,
+            group,
+            request.topics,
+            OffsetFetchResponseTopic,
+            OffsetFetchResponsePartition
+        );
         return OffsetFetchResponse::default().with_topics(topics);
     }
     let results = request
         .groups
         .into_iter()
         .map(|group| {
-            let wanted = group.topics.map(|topics| {
-                topics
-                    .into_iter()
-                    .map(|t| (t.name.to_string(), t.partition_indexes))
-                    .collect()
-            });
-            let topics = groups
-                .fetch_offsets(group.group_id.as_str(), wanted)
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(StrBytes::from_string(topic)))
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(index, committed)| {
-                                    let (offset, epoch, metadata) = fetched_fields(committed);
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(index)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(Some(metadata))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
+            let id = group.group_id.as_str();
+            let topics = fetch_group_offsets!(
+                groups,
+                id,
+                group.topics,
+                OffsetFetchResponseTopics,
+                OffsetFetchResponsePartitions
+            );
             OffsetFetchResponseGroup::default()
                 .with_group_id(group.group_id)
                 .with_topics(topics)

@@ -3,6 +3,7 @@
 //! kafka-protocol crate implements for each, and dispatch routes exactly these, so what is
 //! advertised can never drift from what is served.
 
+mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -17,6 +18,7 @@ mod fetch;
 mod find_coordinator;
 mod group_routing;
 mod heartbeat;
+mod incremental_alter_configs;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -96,6 +98,8 @@ served_apis! {
     ListGroups(ListGroupsRequest) => list_groups,
     DescribeGroups(DescribeGroupsRequest) => describe_groups,
     DeleteGroups(DeleteGroupsRequest) => delete_groups,
+    AlterConfigs(AlterConfigsRequest) => alter_configs,
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest) => incremental_alter_configs,
 }
 
 /// The served version range of an API, if it is served at all.

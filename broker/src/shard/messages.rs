@@ -145,7 +145,24 @@ pub struct NewTopic {
     pub configs: std::collections::BTreeMap<String, String>,
 }
 
+/// How a topic's config overrides change.
+pub enum ConfigEdit {
+    /// AlterConfigs: the given overrides replace all existing ones.
+    Replace(std::collections::BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: set or remove single overrides.
+    Incremental(Vec<ConfigOp>),
+}
+
+pub enum ConfigOp {
+    Set(String, String),
+    Delete(String),
+}
+
 pub enum TopicChange {
+    AlterConfigs {
+        topics: Vec<(String, ConfigEdit)>,
+        validate_only: bool,
+    },
     Create {
         topics: Vec<NewTopic>,
         validate_only: bool,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use corelog_io::mesh::ShardMesh;
 
 pub use messages::{
-    AppendRequest, AppendResult, FetchQuery, FetchResult, NewTopic, OffsetQuery, OffsetResult,
-    ShardRequest, ShardResponse, TopicChange, TopicRef,
+    AppendRequest, AppendResult, ConfigEdit, ConfigOp, FetchQuery, FetchResult, NewTopic,
+    OffsetQuery, OffsetResult, ShardRequest, ShardResponse, TopicChange, TopicRef,
 };
 pub use partition::Partition;
 

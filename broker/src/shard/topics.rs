@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::messages::{NewTopic, TopicChange, TopicRef};
+use super::messages::{ConfigEdit, ConfigOp, NewTopic, TopicChange, TopicRef};
 use super::{Shard, ShardRequest, ShardResponse, CONTROLLER_SHARD};
 use crate::errors::ErrorCode;
 use crate::group::offsets::OFFSETS_TOPIC;
@@ -55,6 +55,16 @@ impl Shard {
                     .into_iter()
                     .map(|(name, count)| {
                         let record = check_add_partitions(registry.get(&name), &name, count)?;
+                        persist(&mut registry, record, !validate_only, &mut changed)
+                    })
+                    .collect(),
+                TopicChange::AlterConfigs {
+                    topics,
+                    validate_only,
+                } => topics
+                    .into_iter()
+                    .map(|(name, edit)| {
+                        let record = self.check_config_edit(registry.get(&name), &name, edit)?;
                         persist(&mut registry, record, !validate_only, &mut changed)
                     })
                     .collect(),
@@ -147,6 +157,37 @@ fn refuse_internal(name: &str) -> Result<(), TopicError> {
         ));
     }
     Ok(())
+}
+
+impl Shard {
+    /// Applies a config edit to a copy of the topic and validates the result.
+    fn check_config_edit(
+        &self,
+        existing: Option<&TopicRecord>,
+        name: &str,
+        edit: ConfigEdit,
+    ) -> Outcome {
+        let mut record = existing
+            .cloned()
+            .ok_or_else(|| unknown_topic(&TopicRef::Name(name.to_string())))?;
+        refuse_internal(name)?;
+        match edit {
+            ConfigEdit::Replace(configs) => record.configs = configs,
+            ConfigEdit::Incremental(ops) => {
+                for op in ops {
+                    match op {
+                        ConfigOp::Set(key, value) => {
+                            record.configs.insert(key, value);
+                        }
+                        ConfigOp::Delete(key) => {
+                            record.configs.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(resolve_topic(&self.config, record)?.record)
+    }
 }
 
 fn check_add_partitions(existing: Option<&TopicRecord>, name: &str, count: i32) -> Outcome {
