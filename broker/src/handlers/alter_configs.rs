@@ -12,16 +12,25 @@ use crate::shard::{ConfigEdit, TopicChange};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 
-/// The per-resource answers of AlterConfigs and IncrementalAlterConfigs: the same fields
-/// in two response types.
-macro_rules! resource_responses {
-    ($response:ty, $resources:expr, $outcomes:expr) => {
-        $resources
-            .zip($outcomes)
-            .map(|((resource_type, resource_name), outcome)| {
+/// Applies the per-resource `edits` of an AlterConfigs or IncrementalAlterConfigs
+/// request and builds the per-resource answers: the same fields in two response types.
+macro_rules! alter_and_answer {
+    ($ctx:expr, $request:expr, $edits:expr, $response:ty) => {{
+        let targets = $request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.clone()))
+            .collect();
+        let outcomes =
+            super::alter_configs::alter_topics($ctx, targets, $edits, $request.validate_only).await;
+        $request
+            .resources
+            .into_iter()
+            .zip(outcomes)
+            .map(|(resource, outcome)| {
                 let response = <$response>::default()
-                    .with_resource_type(resource_type)
-                    .with_resource_name(resource_name);
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name);
                 match outcome {
                     Ok(()) => response,
                     Err(e) => response
@@ -30,9 +39,9 @@ macro_rules! resource_responses {
                 }
             })
             .collect()
-    };
+    }};
 }
-pub(crate) use resource_responses;
+pub(crate) use alter_and_answer;
 
 pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let edits = request
@@ -49,20 +58,11 @@ pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> Alter
             Ok(ConfigEdit::Replace(configs))
         })
         .collect();
-    let targets = request
-        .resources
-        .iter()
-        .map(|r| (r.resource_type, r.resource_name.clone()))
-        .collect();
-    let outcomes = alter_topics(ctx, targets, edits, request.validate_only).await;
-    let resources = request
-        .resources
-        .into_iter()
-        .map(|r| (r.resource_type, r.resource_name));
-    AlterConfigsResponse::default().with_responses(resource_responses!(
-        AlterConfigsResourceResponse,
-        resources,
-        outcomes
+    AlterConfigsResponse::default().with_responses(alter_and_answer!(
+        ctx,
+        request,
+        edits,
+        AlterConfigsResourceResponse
     ))
 }
 

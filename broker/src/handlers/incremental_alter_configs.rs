@@ -3,7 +3,7 @@
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::alter_configs::{alter_topics, null_value, resource_responses};
+use super::alter_configs::{alter_and_answer, null_value};
 use super::RequestContext;
 use crate::errors::ErrorCode;
 use crate::metadata::TopicError;
@@ -42,19 +42,10 @@ pub async fn handle(
                 .map(ConfigEdit::Incremental)
         })
         .collect();
-    let targets = request
-        .resources
-        .iter()
-        .map(|r| (r.resource_type, r.resource_name.clone()))
-        .collect();
-    let outcomes = alter_topics(ctx, targets, edits, request.validate_only).await;
-    let resources = request
-        .resources
-        .into_iter()
-        .map(|r| (r.resource_type, r.resource_name));
-    IncrementalAlterConfigsResponse::default().with_responses(resource_responses!(
-        AlterConfigsResourceResponse,
-        resources,
-        outcomes
+    IncrementalAlterConfigsResponse::default().with_responses(alter_and_answer!(
+        ctx,
+        request,
+        edits,
+        AlterConfigsResourceResponse
     ))
 }
