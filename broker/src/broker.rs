@@ -87,12 +87,26 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 }
             };
             tracing::info!(shard = ctx.shard_id, cpu = ctx.cpu, "shard serving");
+            let metrics_endpoint = match (ctx.shard_id, config.metrics_listen) {
+                (CONTROLLER_SHARD, Some(address)) => match corelog_io::TcpListener::bind(address) {
+                    Ok(listener) => Some(corelog_io::spawn_local(crate::admin_http::serve(
+                        shard.clone(),
+                        listener,
+                    ))),
+                    Err(e) => {
+                        tracing::error!("cannot serve metrics on {address}: {e}");
+                        std::process::exit(1);
+                    }
+                },
+                _ => None,
+            };
             let accepting =
                 corelog_io::spawn_local(crate::server::accept_loop(shard.clone(), listener));
             shutdown.wait_requested().await;
             // Dropping the accept task closes the listener; open connections finish the
             // requests they have in flight and close.
             drop(accepting);
+            drop(metrics_endpoint);
             shard.stop_serving().await;
             shutdown.drained(ctx.shard_count).await;
             if !shard.close_logs_cleanly() {

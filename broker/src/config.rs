@@ -29,6 +29,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
     pub groups: GroupSettings,
+    /// Where the metrics/health HTTP endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Consumer group settings, Kafka's names and defaults.
@@ -123,6 +125,11 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         name: "log.flush.interval.ms",
         default: "1000",
         doc: "How often data acknowledged with acks=0/1 is fdatasynced.",
+    },
+    SettingSpec {
+        name: "metrics.listen",
+        default: "",
+        doc: "host:port of the Prometheus metrics and health endpoint (off when empty).",
     },
     SettingSpec {
         name: "max.connections",
@@ -247,6 +254,12 @@ impl BrokerConfig {
                 86_400_000,
             )?,
             max_connections: parse_in("max.connections", get, 1, 1_000_000)?,
+            metrics_listen: match get.get("metrics.listen") {
+                "" => None,
+                text => Some(text.parse().map_err(|_| {
+                    anyhow!("setting `metrics.listen`: `{text}` is not a host:port address")
+                })?),
+            },
             groups: GroupSettings {
                 offsets_topic_partitions: parse_in("offsets.topic.num.partitions", get, 1, 1000)?,
                 offsets_retention_ms: parse_in::<i64>(
@@ -304,6 +317,10 @@ impl BrokerConfig {
             "log.index.interval.bytes" => self.log.index_interval_bytes.to_string(),
             "log.flush.interval.ms" => self.log_flush_interval_ms.to_string(),
             "max.connections" => self.max_connections.to_string(),
+            "metrics.listen" => self
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
             "offsets.retention.minutes" => (self.groups.offsets_retention_ms / 60_000).to_string(),
             "offset.metadata.max.bytes" => self.groups.offset_metadata_max_bytes.to_string(),

@@ -8,11 +8,13 @@
 //! - [`log`]: the on-disk partition log (record batches, segments, indexes, recovery);
 //! - [`metadata`]: topics and their persistence; [`config`]: broker settings.
 
+pub mod admin_http;
 pub mod config;
 pub mod group;
 pub mod handlers;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

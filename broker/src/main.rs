@@ -36,6 +36,9 @@ enum Command {
         /// TOML file of Kafka-style settings (e.g. `log.segment.bytes = 1048576`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics and health checks over HTTP on this address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         /// A setting as key=value, applied after the file; may be repeated.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -59,9 +62,13 @@ fn main() {
             data_dir,
             cores,
             config,
-            settings,
-        } => BrokerConfig::load(listen, data_dir, config.as_deref(), &settings)
-            .and_then(|config| corelog_broker::broker::run(config, cores)),
+            mut settings,
+            metrics_listen,
+        } => {
+            settings.extend(metrics_listen.map(|addr| format!("metrics.listen={addr}")));
+            BrokerConfig::load(listen, data_dir, config.as_deref(), &settings)
+                .and_then(|config| corelog_broker::broker::run(config, cores))
+        }
     };
     if let Err(e) = outcome {
         eprintln!("corelog: {e:#}");

@@ -15,9 +15,10 @@ use corelog_io::{TcpListener, TcpStream};
 use futures::channel::mpsc;
 use futures::io::BufReader;
 use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
-use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::handlers::{self, ClientInfo, RequestContext};
+use crate::metrics::ShardMetrics;
 use crate::protocol::{self, FrameError};
 use crate::shard::Shard;
 
@@ -110,7 +111,9 @@ async fn serve_connection(
                 correlation_id,
                 respond,
             }) => corelog_io::spawn_local(async move {
+                let started = std::time::Instant::now();
                 let response = handlers::dispatch(&ctx, *request).await?;
+                record_metrics(&ctx.shard.metrics, api_key, started.elapsed(), &response);
                 if !respond {
                     return None;
                 }
@@ -194,4 +197,19 @@ fn prepare(shard: &Rc<Shard>, peer: &Arc<str>, frame: Bytes) -> Result<Prepared,
         correlation_id,
         respond,
     })
+}
+
+fn record_metrics(
+    metrics: &ShardMetrics,
+    api_key: ApiKey,
+    elapsed: std::time::Duration,
+    response: &ResponseKind,
+) {
+    match api_key {
+        ApiKey::Produce => metrics.produce_latency.record(elapsed),
+        ApiKey::Fetch => metrics.fetch_latency.record(elapsed),
+        _ => {}
+    }
+    metrics.count_request(api_key as i16);
+    handlers::visit_error_codes(response, |code| metrics.count_error(api_key as i16, code));
 }

@@ -167,6 +167,20 @@ impl GroupCoordinator {
         }
     }
 
+    /// Every committed offset: (group, topic, partition, offset), for lag metrics.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.groups
+            .iter()
+            .flat_map(|(group, g)| {
+                g.offsets.iter().flat_map(move |(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .map(move |(p, c)| (group.clone(), topic.clone(), *p, c.offset))
+                })
+            })
+            .collect()
+    }
+
     /// Offsets of `group` for the asked partitions (every committed one when `None`).
     pub fn fetch_offsets(
         &self,

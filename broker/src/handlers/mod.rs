@@ -198,3 +198,41 @@ async fn scatter<T, R>(
         .flatten()
         .collect()
 }
+
+/// Calls `each` with every error code in a response, request-level and per partition
+/// or resource, for metrics (no allocation: this runs for every request). APIs not listed
+/// report none.
+pub fn visit_error_codes(response: &ResponseKind, mut each: impl FnMut(i16)) {
+    match response {
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .for_each(|p| each(p.error_code)),
+        ResponseKind::Fetch(r) => {
+            each(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| each(p.error_code));
+        }
+        ResponseKind::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| each(p.error_code)),
+        ResponseKind::Metadata(r) => r.topics.iter().for_each(|t| each(t.error_code)),
+        ResponseKind::CreateTopics(r) => r.topics.iter().for_each(|t| each(t.error_code)),
+        ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| each(t.error_code)),
+        ResponseKind::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| each(p.error_code)),
+        ResponseKind::JoinGroup(r) => each(r.error_code),
+        ResponseKind::SyncGroup(r) => each(r.error_code),
+        ResponseKind::Heartbeat(r) => each(r.error_code),
+        ResponseKind::ConsumerGroupHeartbeat(r) => each(r.error_code),
+        _ => {}
+    }
+}

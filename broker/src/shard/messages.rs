@@ -34,6 +34,8 @@ pub enum ShardRequest {
         version: u64,
         image: Arc<MetadataImage>,
     },
+    /// A snapshot of the receiving shard's metrics.
+    Metrics,
     /// A group API request for groups the receiving shard coordinates.
     Group {
         version: i16,
@@ -49,6 +51,7 @@ pub enum ShardResponse {
     TopicsChanged(Vec<Result<TopicRecord, TopicError>>),
     ImageApplied,
     Group(Box<ResponseKind>),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }

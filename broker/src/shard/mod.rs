@@ -29,6 +29,7 @@ use crate::errors::ErrorCode;
 use crate::group::offsets::{offsets_partition_for, OFFSETS_TOPIC};
 use crate::group::GroupCoordinator;
 use crate::metadata::{shard_for, MetadataImage, TopicRegistry};
+use crate::metrics::{ShardMetrics, ShardSnapshot};
 
 /// How long a stopping broker lets connections finish their in-flight requests (a long
 /// poll holds one up to its max wait).
@@ -58,6 +59,7 @@ pub struct Shard {
     /// Set when the broker stops: connections finish what they have and close.
     stopping: Cell<bool>,
     stop_requested: event_listener::Event,
+    pub metrics: Rc<ShardMetrics>,
     /// Groups coordinated by this shard (those whose offsets partition it owns).
     pub groups: RefCell<GroupCoordinator>,
 }
@@ -88,6 +90,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop_requested: event_listener::Event::new(),
             groups: RefCell::new(GroupCoordinator::default()),
+            metrics: Rc::new(ShardMetrics::default()),
         }
     }
 
@@ -118,6 +121,7 @@ impl Shard {
             return self.clone().serve(request).await;
         }
         let mesh = self.mesh.get().expect("mesh joined before serving");
+        self.metrics.count(&self.metrics.cross_shard_calls, 1);
         match mesh.call(owner, request).await {
             Ok(response) => response,
             Err(gone) => {
@@ -152,6 +156,7 @@ impl Shard {
                 self.apply_image(version, image);
                 ShardResponse::ImageApplied
             }
+            ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Group {
                 version,
                 client,
@@ -313,6 +318,7 @@ impl Shard {
                         topic,
                         index as i32,
                         self.clean_start,
+                        self.metrics.clone(),
                     ) {
                         Ok(partition) => {
                             opened.add(&partition.recovery_stats());
@@ -401,6 +407,11 @@ impl Shard {
         }
     }
 
+    /// Serving clients: the first metadata image is applied and no stop is under way.
+    pub fn is_ready(&self) -> bool {
+        self.image_version.get() > 0 && !self.stopping.get()
+    }
+
     /// Resolves once the broker is stopping.
     pub async fn stopping(&self) {
         while !self.stopping.get() {
@@ -440,6 +451,21 @@ impl Shard {
             }
         }
         all_closed
+    }
+
+    fn metrics_snapshot(&self) -> ShardSnapshot {
+        let mut snapshot = self.metrics.snapshot(self.id, self.connections.get());
+        for (topic, owned) in self.partitions.borrow().iter() {
+            for (index, partition) in owned.iter().enumerate() {
+                if let Some(partition) = partition {
+                    snapshot
+                        .partitions
+                        .push(partition.metrics_snapshot(topic, index as i32));
+                }
+            }
+        }
+        snapshot.committed = self.groups.borrow().committed_offsets();
+        snapshot
     }
 
     fn owned_partitions(&self) -> Vec<Rc<Partition>> {

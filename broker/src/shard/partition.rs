@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use event_listener::{Event, EventListener};
@@ -12,6 +13,7 @@ use super::messages::{AppendResult, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
 use crate::log::{LogConfig, PartitionLog, RecordBatchHeader};
 use crate::metadata::{base64_url, write_atomically, TopicMeta};
+use crate::metrics::{PartitionCounters, PartitionSnapshot, ShardMetrics};
 
 fn error_code(code: i16) -> ErrorCode {
     ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError)
@@ -32,6 +34,8 @@ pub struct Partition {
     /// Set when an fdatasync failed: Linux may have dropped the dirty pages, so a retry
     /// could "succeed" without the data on disk. The partition refuses writes from then on.
     offline: Cell<bool>,
+    counters: PartitionCounters,
+    metrics: Rc<ShardMetrics>,
 }
 
 impl Partition {
@@ -40,6 +44,7 @@ impl Partition {
         topic: &TopicMeta,
         index: i32,
         clean_shutdown: bool,
+        metrics: Rc<ShardMetrics>,
     ) -> anyhow::Result<Partition> {
         let dir = data_dir.join(format!("{}-{index}", topic.record.name));
         let id_line = format!(
@@ -68,6 +73,8 @@ impl Partition {
             flushed: Event::new(),
             flushing: Cell::new(false),
             offline: Cell::new(false),
+            counters: PartitionCounters::default(),
+            metrics,
         })
     }
 
@@ -99,6 +106,12 @@ impl Partition {
         match log.append(records, 0, now_ms) {
             Ok(info) => {
                 drop(log);
+                self.metrics
+                    .count(&self.counters.bytes_in, records.len() as u64);
+                self.metrics.count(
+                    &self.counters.records_in,
+                    (info.last_offset - info.base_offset + 1) as u64,
+                );
                 self.appended.notify(usize::MAX);
                 let log = self.log.borrow();
                 AppendResult {
@@ -134,11 +147,34 @@ impl Partition {
                     .with_offsets(high_watermark, log_start_offset)
             }
         };
+        if let (Some(first), Some(last)) = (first_offset_of(&records), last_offset_of(&records)) {
+            self.metrics
+                .count(&self.counters.bytes_out, records.len() as u64);
+            self.metrics
+                .count(&self.counters.records_out, (last - first + 1) as u64);
+            self.metrics
+                .count(&self.metrics.copied_bytes, records.len() as u64);
+        }
         FetchResult {
             error_code: 0,
             high_watermark,
             log_start_offset,
             records,
+        }
+    }
+
+    pub fn metrics_snapshot(&self, topic: &str, partition: i32) -> PartitionSnapshot {
+        let log = self.log.borrow();
+        PartitionSnapshot {
+            topic: topic.to_string(),
+            partition,
+            log_size_bytes: log.size_bytes(),
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.log_end_offset(),
+            bytes_in: self.counters.bytes_in.get(),
+            records_in: self.counters.records_in.get(),
+            bytes_out: self.counters.bytes_out.get(),
+            records_out: self.counters.records_out.get(),
         }
     }
 
@@ -230,12 +266,14 @@ impl Partition {
             return Ok(());
         };
         self.flushing.set(true);
+        let started = std::time::Instant::now();
         let (job, outcome) = corelog_io::spawn_blocking(move || {
             let outcome = job.run();
             (job, outcome)
         })
         .await;
         self.flushing.set(false);
+        self.metrics.fsync_latency.record(started.elapsed());
         match &outcome {
             Ok(()) => self.log.borrow_mut().complete_flush(&job),
             Err(e) => {
@@ -289,6 +327,11 @@ impl FetchResult {
         self.log_start_offset = log_start_offset;
         self
     }
+}
+
+/// The base offset of the first batch in `batches`.
+fn first_offset_of(batches: &[u8]) -> Option<i64> {
+    RecordBatchHeader::parse(batches).map(|header| header.base_offset.get())
 }
 
 /// The last offset of the last whole batch in `batches`.
