@@ -61,7 +61,10 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         let entry = &mut topics[topic_slot].partitions[partition_slot];
         *entry = partition_response(entry.partition_index, &result);
     }
-    ListOffsetsResponse::default().with_topics(topics)
+    with_leader_epochs(
+        ListOffsetsResponse::default().with_topics(topics),
+        ctx.api_version,
+    )
 }
 
 fn partition_response(index: i32, result: &OffsetResult) -> ListOffsetsPartitionResponse {
@@ -70,5 +73,20 @@ fn partition_response(index: i32, result: &OffsetResult) -> ListOffsetsPartition
         .with_error_code(result.error_code)
         .with_timestamp(result.timestamp)
         .with_offset(result.offset)
-        .with_leader_epoch(0)
+}
+
+/// ListOffsets v4 added the leader epoch; older versions cannot carry one.
+fn with_leader_epochs(mut response: ListOffsetsResponse, version: i16) -> ListOffsetsResponse {
+    if version >= 4 {
+        for partition in response
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+        {
+            if partition.error_code == 0 {
+                partition.leader_epoch = 0;
+            }
+        }
+    }
+    response
 }
