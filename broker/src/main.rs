@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use corelog_broker::config::BrokerConfig;
 
+mod cli;
+
 #[global_allocator]
 static ALLOCATOR: corelog_io::alloc::GuardedAllocator = corelog_io::alloc::GuardedAllocator;
 
@@ -43,6 +45,8 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
+    #[command(flatten)]
+    Admin(cli::Command),
 }
 
 fn main() {
@@ -69,6 +73,7 @@ fn main() {
             BrokerConfig::load(listen, data_dir, config.as_deref(), &settings)
                 .and_then(|config| corelog_broker::broker::run(config, cores))
         }
+        Command::Admin(command) => cli::run(command),
     };
     if let Err(e) = outcome {
         eprintln!("corelog: {e:#}");

@@ -160,9 +160,11 @@ impl Client {
     pub fn create_partitions(&mut self, topic: &str, total: i32) -> Result<()> {
         let request = CreatePartitionsRequest::default()
             .with_timeout_ms(ADMIN_TIMEOUT_MS)
-            .with_topics(vec![create_partitions_request::CreatePartitionsTopic::default()
-                .with_name(name(topic))
-                .with_count(total)]);
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(name(topic))
+                    .with_count(total),
+            ]);
         let response = self.bootstrap().request(.., |_| request)?;
         self.forget_topics();
         let result = response
@@ -215,7 +217,9 @@ impl Client {
                         .with_name(text(key))
                         .with_config_operation(0)
                         .with_value(Some(text(value))),
-                    ConfigChange::Delete(key) => config.with_name(text(key)).with_config_operation(1),
+                    ConfigChange::Delete(key) => {
+                        config.with_name(text(key)).with_config_operation(1)
+                    }
                 }
             })
             .collect();

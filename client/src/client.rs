@@ -279,8 +279,18 @@ fn metadata_error(response: &MetadataResponse) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn is_retriable(error: &Error) -> bool {
-    error.kafka_code().is_some_and(|code| code.is_retriable())
+/// Errors that pass by themselves: a leader being elected (as right after a topic is
+/// created), a group coordinator starting or loading. (Kafka calls more errors
+/// retriable, such as an unknown topic, which a command line should report at once.)
+fn is_transient(error: &Error) -> bool {
+    matches!(
+        error.kafka_code(),
+        Some(
+            ResponseError::LeaderNotAvailable
+                | ResponseError::CoordinatorLoadInProgress
+                | ResponseError::CoordinatorNotAvailable
+        )
+    )
 }
 
 impl From<MetadataResponse> for Metadata {
@@ -325,12 +335,12 @@ impl From<MetadataResponse> for Metadata {
     }
 }
 
-/// Retries `call` while it fails with an error Kafka calls retriable, until `timeout`.
+/// Retries `call` while it fails with a transient error, until `timeout`.
 pub(crate) fn retrying<T>(timeout: Duration, mut call: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         match call() {
-            Err(e) if is_retriable(&e) && Instant::now() + RETRY_BACKOFF < deadline => {
+            Err(e) if is_transient(&e) && Instant::now() + RETRY_BACKOFF < deadline => {
                 std::thread::sleep(RETRY_BACKOFF)
             }
             result => return result,

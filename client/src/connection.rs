@@ -6,10 +6,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, Request, StrBytes, VersionRange,
 };
@@ -110,8 +110,8 @@ impl Connection {
         let sent = self.send(version, request)?;
         let mut frame = read_frame(&mut self.stream).map_err(|e| self.io_error(e))?;
         let header_version = R::Response::header_version(version);
-        let header = ResponseHeader::decode(&mut frame, header_version)
-            .map_err(|e| self.protocol(e))?;
+        let header =
+            ResponseHeader::decode(&mut frame, header_version).map_err(|e| self.protocol(e))?;
         if header.correlation_id != sent {
             return Err(self.protocol(format!(
                 "answer to request {} arrived for request {sent}",
@@ -137,7 +137,9 @@ impl Connection {
                 .map_err(|broker| self.unsupported(ApiVersionsRequest::KEY, broker, known))?;
             response = self.api_versions_call(version)?;
         }
-        check(response.error_code, None, || format!("ApiVersions from {}", self.addr))?;
+        check(response.error_code, None, || {
+            format!("ApiVersions from {}", self.addr)
+        })?;
         Ok(ApiVersions::from_response(&response))
     }
 
@@ -152,7 +154,12 @@ impl Connection {
         self.decode(&mut body, if unsupported { 0 } else { version })
     }
 
-    fn unsupported(&self, api_key: i16, broker: Option<VersionRange>, client: VersionRange) -> Error {
+    fn unsupported(
+        &self,
+        api_key: i16,
+        broker: Option<VersionRange>,
+        client: VersionRange,
+    ) -> Error {
         Error::Unsupported {
             addr: self.addr.clone(),
             api_key,
@@ -199,9 +206,9 @@ impl From<std::ops::RangeFull> for Wanted {
 
 /// Connects to the first address `addr` resolves to that accepts, within `timeout` each.
 fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
-    let connect_error = |source| Error::Connect {
+    let connect_error = |cause| Error::Connect {
         addr: addr.to_string(),
-        source,
+        cause,
     };
     let mut last_error = None;
     for resolved in addr.to_socket_addrs().map_err(connect_error)? {
@@ -219,7 +226,10 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
         }
     }
     Err(connect_error(last_error.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address")
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        )
     })))
 }
 
@@ -232,11 +242,14 @@ fn io_error(addr: &str, timeout: Duration, source: std::io::Error) -> Error {
         },
         ErrorKind::UnexpectedEof => Error::Io {
             addr: addr.to_string(),
-            source: std::io::Error::new(ErrorKind::UnexpectedEof, "the broker closed the connection"),
+            cause: std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the broker closed the connection",
+            ),
         },
         _ => Error::Io {
             addr: addr.to_string(),
-            source,
+            cause: source,
         },
     }
 }
@@ -311,7 +324,8 @@ mod tests {
         assert_eq!(size as usize, out.len() - 4);
 
         let mut frame = read_frame(&mut Cursor::new(out.to_vec())).unwrap();
-        let decoded = RequestHeader::decode(&mut frame, MetadataRequest::header_version(12)).unwrap();
+        let decoded =
+            RequestHeader::decode(&mut frame, MetadataRequest::header_version(12)).unwrap();
         assert_eq!(decoded, header);
         assert_eq!(MetadataRequest::decode(&mut frame, 12).unwrap(), request);
         assert!(frame.is_empty());
@@ -332,7 +346,8 @@ mod tests {
     fn receive(stream: &mut TcpStream, api: ApiKey) -> (RequestHeader, Bytes) {
         let mut frame = read_frame(stream).unwrap();
         let version = (&frame[2..4]).get_i16();
-        let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).unwrap();
+        let header =
+            RequestHeader::decode(&mut frame, api.request_header_version(version)).unwrap();
         assert_eq!(header.request_api_key, api as i16);
         (header, frame)
     }
@@ -381,8 +396,8 @@ mod tests {
 
             let (header, _) = receive(&mut stream, ApiKey::ApiVersions);
             assert_eq!(header.request_api_version, ApiVersionsRequest::VERSIONS.max);
-            let refusal = advertised(&apis)
-                .with_error_code(ResponseError::UnsupportedVersion.code());
+            let refusal =
+                advertised(&apis).with_error_code(ResponseError::UnsupportedVersion.code());
             respond(&mut stream, header.correlation_id, 0, &refusal);
 
             let (header, _) = receive(&mut stream, ApiKey::ApiVersions);
@@ -399,9 +414,18 @@ mod tests {
         let mut connection = Connection::open(&addr, &options()).unwrap();
         assert_eq!(connection.version_for::<MetadataRequest>(4..).unwrap(), 11);
         let lacking = connection.version_for::<IncrementalAlterConfigsRequest>(..);
-        assert!(matches!(lacking, Err(Error::Unsupported { broker: None, api_key: 44, .. })));
+        assert!(matches!(
+            lacking,
+            Err(Error::Unsupported {
+                broker: None,
+                api_key: 44,
+                ..
+            })
+        ));
         let too_new = connection.version_for::<MetadataRequest>(12..).unwrap_err();
-        assert!(too_new.to_string().contains("serves Metadata (API key 3) in versions 1..11"));
+        assert!(too_new
+            .to_string()
+            .contains("serves Metadata (API key 3) in versions 1..11"));
 
         let answer = connection
             .request(4.., |_| MetadataRequest::default())

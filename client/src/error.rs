@@ -8,18 +8,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect { addr: String, cause: std::io::Error },
     #[error("{addr}: no answer within {timeout_ms} ms")]
     Timeout { addr: String, timeout_ms: u128 },
-    #[error("{addr}: {source}")]
-    Io {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("{addr}: {cause}")]
+    Io { addr: String, cause: std::io::Error },
     /// The broker sent something this client cannot make sense of (or the reverse).
     #[error("{addr}: {message}")]
     Protocol { addr: String, message: String },
@@ -64,7 +58,11 @@ impl Error {
 
 /// Turns a response's error code into a result; `context` names what was asked, for the
 /// message (built only on error).
-pub fn check(code: i16, message: Option<&StrBytes>, context: impl FnOnce() -> String) -> Result<()> {
+pub fn check(
+    code: i16,
+    message: Option<&StrBytes>,
+    context: impl FnOnce() -> String,
+) -> Result<()> {
     match ResponseError::try_from_code(code) {
         None => Ok(()),
         Some(code) => Err(Error::Kafka {
@@ -93,12 +91,13 @@ pub fn error_name(code: ResponseError) -> String {
 }
 
 fn unsupported_reason(key: i16, broker: &Option<VersionRange>, client: &VersionRange) -> String {
-    let api = ApiKey::try_from(key).map_or_else(|_| "an unknown API".into(), |api| format!("{api:?}"));
+    let api =
+        ApiKey::try_from(key).map_or_else(|_| "an unknown API".into(), |api| format!("{api:?}"));
     match broker {
         None => format!("does not serve {api} (API key {key})"),
-        Some(range) => format!(
-            "serves {api} (API key {key}) in versions {range}, this client speaks {client}"
-        ),
+        Some(range) => {
+            format!("serves {api} (API key {key}) in versions {range}, this client speaks {client}")
+        }
     }
 }
 
@@ -116,7 +115,10 @@ mod tests {
             error_name(ResponseError::TopicAlreadyExists),
             "TOPIC_ALREADY_EXISTS"
         );
-        assert_eq!(error_name(ResponseError::Unknown(999)), "UNKNOWN_ERROR_CODE_999");
+        assert_eq!(
+            error_name(ResponseError::Unknown(999)),
+            "UNKNOWN_ERROR_CODE_999"
+        );
     }
 
     #[test]

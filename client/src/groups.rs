@@ -70,6 +70,9 @@ pub struct Member {
     pub member_epoch: i32,
 }
 
+/// Partitions assigned to a member, by topic id.
+pub type Assignment = Vec<(Uuid, Vec<i32>)>;
+
 /// Member epoch of a heartbeat that leaves the group.
 pub const LEAVE_EPOCH: i32 = -1;
 
@@ -89,7 +92,7 @@ pub struct HeartbeatAnswer {
     pub member_epoch: i32,
     pub heartbeat_interval_ms: i32,
     /// The member's new assignment, by topic id, when it changed.
-    pub assignment: Option<Vec<(Uuid, Vec<i32>)>>,
+    pub assignment: Option<Assignment>,
 }
 
 impl Client {
@@ -120,8 +123,11 @@ impl Client {
     pub fn list_groups(&mut self) -> Result<Vec<GroupListing>> {
         let mut listed = Vec::new();
         for node in self.broker_ids()? {
-            let response = self.with_node(node, |c| c.request(.., |_| ListGroupsRequest::default()))?;
-            check(response.error_code, None, || format!("list groups on broker {node}"))?;
+            let response =
+                self.with_node(node, |c| c.request(.., |_| ListGroupsRequest::default()))?;
+            check(response.error_code, None, || {
+                format!("list groups on broker {node}")
+            })?;
             listed.extend(response.groups.into_iter().map(|g| GroupListing {
                 group_id: g.group_id.to_string(),
                 group_type: g.group_type.to_string(),
@@ -151,8 +157,7 @@ impl Client {
         for group in groups {
             let response = self.on_coordinator(group, |c| {
                 c.request(.., |_| {
-                    DeleteGroupsRequest::default()
-                        .with_groups_names(vec![GroupId(text(group))])
+                    DeleteGroupsRequest::default().with_groups_names(vec![GroupId(text(group))])
                 })
             })?;
             let outcome = response
@@ -253,7 +258,11 @@ fn find_coordinator(connection: &mut Connection, group: &str) -> Result<(i32, St
             Ok((c.node_id.0, format!("{}:{}", c.host.as_str(), c.port)))
         }
         None => {
-            check(response.error_code, response.error_message.as_ref(), context)?;
+            check(
+                response.error_code,
+                response.error_message.as_ref(),
+                context,
+            )?;
             Ok((
                 response.node_id.0,
                 format!("{}:{}", response.host.as_str(), response.port),
@@ -285,9 +294,11 @@ fn describe_consumer_group(
     if described.error_code == ResponseError::GroupIdNotFound.code() {
         return Ok(None);
     }
-    check(described.error_code, described.error_message.as_ref(), || {
-        format!("describe group {group}")
-    })?;
+    check(
+        described.error_code,
+        described.error_message.as_ref(),
+        || format!("describe group {group}"),
+    )?;
     let members = described
         .members
         .into_iter()
@@ -328,9 +339,11 @@ fn describe_classic_group(connection: &mut Connection, group: &str) -> Result<Gr
         .into_iter()
         .find(|g| g.group_id.as_str() == group)
         .ok_or_else(|| missing("DescribeGroups", group))?;
-    check(described.error_code, described.error_message.as_ref(), || {
-        format!("describe group {group}")
-    })?;
+    check(
+        described.error_code,
+        described.error_message.as_ref(),
+        || format!("describe group {group}"),
+    )?;
     // Kafka describes a group it does not know as Dead rather than failing.
     if described.group_state.as_str() == "Dead" {
         return Err(Error::Kafka {
@@ -372,10 +385,14 @@ fn describe_classic_group(connection: &mut Connection, group: &str) -> Result<Gr
 /// not parse.
 fn decode_consumer_assignment(mut data: Bytes) -> Option<Vec<AssignedPartitions>> {
     fn i16_len(data: &mut Bytes) -> Option<usize> {
-        (data.remaining() >= 2).then(|| data.get_i16()).and_then(|n| usize::try_from(n).ok())
+        (data.remaining() >= 2)
+            .then(|| data.get_i16())
+            .and_then(|n| usize::try_from(n).ok())
     }
     fn i32_count(data: &mut Bytes) -> Option<usize> {
-        (data.remaining() >= 4).then(|| data.get_i32()).and_then(|n| usize::try_from(n).ok())
+        (data.remaining() >= 4)
+            .then(|| data.get_i32())
+            .and_then(|n| usize::try_from(n).ok())
     }
     if data.is_empty() {
         return Some(Vec::new());
@@ -403,7 +420,9 @@ fn offset_fetch(
     topics: Option<&[(String, Vec<i32>)]>,
     member: Option<&Member>,
 ) -> Result<Vec<CommittedOffset>> {
-    let response = connection.request(1.., |version| offset_fetch_request(version, group, topics, member))?;
+    let response = connection.request(1.., |version| {
+        offset_fetch_request(version, group, topics, member)
+    })?;
     let context = || format!("fetch offsets of group {group}");
     // v8 answers per group.
     let (error_code, topics): (i16, Vec<(TopicName, Vec<PartitionCommit>)>) =

@@ -16,7 +16,7 @@ pub mod partitioner;
 pub mod records;
 mod versions;
 
-pub use client::{BrokerInfo, Client, Metadata, PartitionInfo, Topics, TopicInfo};
+pub use client::{BrokerInfo, Client, Metadata, PartitionInfo, TopicInfo, Topics};
 pub use connection::{Connection, Options, Wanted};
 pub use error::{Error, Result};
 pub use kafka_protocol;

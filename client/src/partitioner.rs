@@ -49,7 +49,10 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (data, expected) in cases {
@@ -82,6 +85,9 @@ mod tests {
             }
         }
         // toPositive(-790332482) % 4 in Java.
-        assert_eq!(partition_for_key(b"foobar", 4), (-790332482i32 & 0x7fffffff) % 4);
+        assert_eq!(
+            partition_for_key(b"foobar", 4),
+            (-790332482i32 & 0x7fffffff) % 4
+        );
     }
 }

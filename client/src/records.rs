@@ -6,8 +6,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use uuid::Uuid;
 
@@ -116,11 +115,16 @@ impl Client {
                 .with_partition(position.partition)
                 .with_fetch_offset(position.offset)
                 .with_partition_max_bytes(PARTITION_MAX_BYTES);
-            match topics.iter_mut().find(|t| t.topic.as_str() == position.topic.name) {
+            match topics
+                .iter_mut()
+                .find(|t| t.topic.as_str() == position.topic.name)
+            {
                 Some(topic) => topic.partitions.push(partition),
                 None => topics.push(
                     fetch_request::FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(position.topic.name.clone())))
+                        .with_topic(TopicName(StrBytes::from_string(
+                            position.topic.name.clone(),
+                        )))
                         .with_topic_id(position.topic.topic_id)
                         .with_partitions(vec![partition]),
                 ),
@@ -138,7 +142,9 @@ impl Client {
         let response = self.with_node(leader, |c| {
             c.request(if by_id { 4..=i16::MAX } else { 4..=12 }, |_| request)
         })?;
-        check(response.error_code, None, || format!("fetch from broker {leader}"))?;
+        check(response.error_code, None, || {
+            format!("fetch from broker {leader}")
+        })?;
         let mut fetched = Vec::with_capacity(positions.len());
         for topic in response.responses {
             let name = topic_name(positions, &topic.topic, topic.topic_id)?;
@@ -198,7 +204,11 @@ fn send_produce(
     request: &ProduceRequest,
 ) -> Result<Produced> {
     // From v13 topics are named by id only; without an id, stay below.
-    let wanted = if topic.topic_id.is_nil() { 3..=12 } else { 3..=i16::MAX };
+    let wanted = if topic.topic_id.is_nil() {
+        3..=12
+    } else {
+        3..=i16::MAX
+    };
     let version = connection.version_for::<ProduceRequest>(wanted)?;
     let partitions = request.topic_data.iter().flat_map(|t| &t.partition_data);
     if request.acks == 0 {
@@ -277,7 +287,10 @@ mod tests {
         data.extend_from_slice(&first);
         data.extend_from_slice(&second[..second.len() - 3]);
         let records = decode_records(data.freeze(), 1).unwrap();
-        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap()).collect();
+        let values: Vec<&[u8]> = records
+            .iter()
+            .map(|r| r.value.as_deref().unwrap())
+            .collect();
         assert_eq!(values, [&b"b"[..], b"c"]);
     }
 
