@@ -78,12 +78,14 @@ async fn serve_connection(
     let (reader, mut writer) = stream.split();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (mut queue, mut responses) =
-        mpsc::channel::<corelog_io::Task<Option<Bytes>>>(MAX_IN_FLIGHT_PER_CONNECTION);
+        mpsc::channel::<corelog_io::Task<Reply>>(MAX_IN_FLIGHT_PER_CONNECTION);
 
     let writer_task = corelog_io::spawn_local(async move {
         while let Some(response) = responses.next().await {
-            if let Some(frame) = response.await {
-                writer.write_all(&frame).await?;
+            match response.await {
+                Reply::Frame(frame) => writer.write_all(&frame).await?,
+                Reply::Nothing => {}
+                Reply::Close => break,
             }
         }
         writer.flush().await
@@ -102,7 +104,7 @@ async fn serve_connection(
         };
         let task = match prepare(&shard, &peer, frame) {
             Ok(Prepared::Immediate(response)) => {
-                corelog_io::spawn_local(async move { Some(response) })
+                corelog_io::spawn_local(async move { Reply::Frame(response) })
             }
             Ok(Prepared::Handle {
                 ctx,
@@ -112,20 +114,24 @@ async fn serve_connection(
                 respond,
             }) => corelog_io::spawn_local(async move {
                 let started = std::time::Instant::now();
-                let response = handlers::dispatch(&ctx, *request).await?;
+                let Some(response) = handlers::dispatch(&ctx, *request).await else {
+                    return Reply::Close;
+                };
                 record_metrics(&ctx.shard.metrics, api_key, started.elapsed(), &response);
                 if !respond {
-                    return None;
+                    return Reply::Nothing;
                 }
                 match protocol::encode_response(api_key, ctx.api_version, correlation_id, &response)
                 {
-                    Ok(frame) => Some(frame),
+                    Ok(frame) => Reply::Frame(frame),
                     Err(e) => {
+                        // A broker bug; closing lets the client retry at once instead of
+                        // waiting out its request timeout.
                         tracing::error!(
-                            "cannot encode {api_key:?} v{} response: {e}",
+                            "cannot encode {api_key:?} v{} response, closing the connection: {e}",
                             ctx.api_version
                         );
-                        None
+                        Reply::Close
                     }
                 }
             }),
@@ -141,6 +147,15 @@ async fn serve_connection(
     let written = writer_task.await;
     outcome?;
     written.map_err(FrameError::Io)
+}
+
+/// What a request's task hands the connection's writer.
+enum Reply {
+    Frame(Bytes),
+    /// Produce with acks=0: no response at all.
+    Nothing,
+    /// Close the connection after the responses before this one.
+    Close,
 }
 
 enum Prepared {

@@ -365,7 +365,8 @@ pub fn batch_with(values: &[&str], compression: Compression) -> Bytes {
             offset: i as i64,
             // offset - sequence must be constant or the encoder splits the batch.
             sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
+            // Now: an old timestamp would make time-based retention delete the data.
+            timestamp: now_ms() + i as i64,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
             headers: Default::default(),
@@ -457,4 +458,11 @@ impl Client {
         let response = self.call(8, &request);
         response.groups[0].topics[0].partitions[0].committed_offset
     }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
