@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Broker;
+use corelog_client::groups::{Heartbeat, Member, LEAVE_EPOCH};
 use corelog_client::partitioner::partition_for_key;
 use serde_json::Value;
 
@@ -474,6 +475,40 @@ fn groups_commit_resume_report_lag_seek_and_delete() {
     cli.ok(&["group", "seek", "workers", "--topic", "jobs", "--to-latest"]);
     assert!(cli.consume(&["jobs", "--group", "workers"]).is_empty());
 
+    // While a member is in the group: it shows with its assignment, and neither seeking
+    // nor deleting is allowed (the broker's error is reported).
+    let mut member = GroupMember::join(&broker, "workers", "jobs");
+    let active = &cli.json(&["group", "describe", "workers"])[0];
+    assert_eq!(active["state"], "Stable");
+    let members = active["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["member_id"], member.member.member_id.as_str());
+    assert_eq!(members[0]["assignment"][0]["topic"], "jobs");
+    assert_eq!(
+        members[0]["assignment"][0]["partitions"],
+        serde_json::json!([0, 1])
+    );
+    assert!(active["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["member_id"] == members[0]["member_id"]));
+    let refused = cli.fails(&[
+        "group",
+        "seek",
+        "workers",
+        "--topic",
+        "jobs",
+        "--to-earliest",
+    ]);
+    assert!(
+        refused.contains("commit offset of group workers") && refused.contains("UNKNOWN_MEMBER_ID"),
+        "{refused}"
+    );
+    let busy = cli.fails(&["group", "delete", "workers"]);
+    assert!(busy.contains("NON_EMPTY_GROUP"), "{busy}");
+    member.leave();
+
     let deleted = cli.ok(&["group", "delete", "workers"]);
     assert_eq!(deleted, "deleted group workers\n");
     assert!(!cli.ok(&["group", "list"]).contains("workers"));
@@ -481,6 +516,54 @@ fn groups_commit_resume_report_lag_seek_and_delete() {
     assert!(gone.contains("GROUP_ID_NOT_FOUND"), "{gone}");
     let undescribed = cli.fails(&["group", "describe", "workers"]);
     assert!(undescribed.contains("GROUP_ID_NOT_FOUND"), "{undescribed}");
+}
+
+/// A KIP-848 member held by the test itself, as another consumer would be.
+struct GroupMember {
+    client: corelog_client::Client,
+    group: String,
+    member: Member,
+}
+
+impl GroupMember {
+    fn join(broker: &Broker, group: &str, topic: &str) -> GroupMember {
+        let options = corelog_client::Options {
+            timeout: Duration::from_secs(10),
+            client_id: "cli-tests".into(),
+        };
+        let mut client =
+            corelog_client::Client::connect(&[broker.addr.to_string()], options).unwrap();
+        let mut member = Member {
+            member_id: uuid::Uuid::new_v4().to_string(),
+            member_epoch: 0,
+        };
+        let topics = [topic.to_string()];
+        let heartbeat = Heartbeat {
+            subscription: Some(&topics),
+            owned: None,
+            rebalance_timeout_ms: 30_000,
+        };
+        let answer = client.heartbeat(group, &member, &heartbeat).unwrap();
+        member.member_epoch = answer.member_epoch;
+        assert!(answer.assignment.is_some_and(|a| !a.is_empty()));
+        GroupMember {
+            client,
+            group: group.to_string(),
+            member,
+        }
+    }
+
+    fn leave(&mut self) {
+        self.member.member_epoch = LEAVE_EPOCH;
+        let heartbeat = Heartbeat {
+            subscription: None,
+            owned: None,
+            rebalance_timeout_ms: 30_000,
+        };
+        self.client
+            .heartbeat(&self.group, &self.member, &heartbeat)
+            .unwrap();
+    }
 }
 
 #[test]
