@@ -351,6 +351,29 @@ fn produced_lines_consume_back_with_keys_headers_and_formats() {
         unkeyed.iter().find(|l| l.ends_with("y1")).unwrap()[..1]
     );
 
+    // Every codec, and acks 0 (no answer, so no offsets) and 1.
+    cli.ok(&["topic", "create", "codecs", "-p", "1"]);
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let produced = cli.ok_with(
+            &["produce", "codecs", "-z", codec, "--acks", "1"],
+            &format!("{codec}\n"),
+        );
+        assert!(produced.contains("produced 1 records"), "{produced}");
+    }
+    let unacknowledged: Value = serde_json::from_str(&cli.ok_with(
+        &["produce", "codecs", "--acks", "0", "--format", "json"],
+        "unacknowledged\n",
+    ))
+    .unwrap();
+    assert_eq!(unacknowledged["partitions"][0]["records"], 1);
+    assert!(unacknowledged["partitions"][0]["first_offset"].is_null());
+    let expected = ["none", "gzip", "snappy", "lz4", "zstd", "unacknowledged"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli.consume(&["codecs"]).len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cli.consume(&["codecs"]), expected);
+
     // Positions: a partition from an offset, a count, the end, a timestamp.
     let partition_0: Vec<String> = cli.consume(&["events", "-p", "0", "-f", "%o\\n"]);
     let from_1 = cli.consume(&["events", "-p", "0", "-o", "1", "-f", "%o\\n"]);

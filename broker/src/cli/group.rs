@@ -9,7 +9,7 @@ use corelog_client::Client;
 use serde::Serialize;
 
 use super::consume::{start_offsets, Start};
-use super::output::{emit, list, or_dash, Outcomes, Report, Table};
+use super::output::{emit, list, or_dash, OutcomeReport, Report, Table};
 use super::Common;
 
 #[derive(Subcommand)]
@@ -80,7 +80,7 @@ pub fn run(common: &Common, command: GroupCommand) -> anyhow::Result<()> {
             emit(format, &Descriptions(described))
         }
         GroupCommand::Delete { groups } => {
-            Outcomes::emit(format, "deleted group", client.delete_groups(&groups)?)
+            OutcomeReport::emit(format, "deleted group", client.delete_groups(&groups)?)
         }
         GroupCommand::Seek {
             group,

@@ -85,7 +85,7 @@ pub fn or_dash(value: Option<impl ToString>) -> String {
 
 /// What happened to each of several named things (topics or groups deleted).
 #[derive(Serialize)]
-pub struct Outcomes {
+pub struct OutcomeReport {
     #[serde(skip)]
     verb: &'static str,
     pub results: Vec<Outcome>,
@@ -98,7 +98,7 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-impl Outcomes {
+impl OutcomeReport {
     /// Prints what succeeded (and, in JSON, what failed); fails with every failure on one
     /// line if any.
     pub fn emit(
@@ -114,7 +114,7 @@ impl Outcomes {
                 error: result.err().map(|e| e.to_string()),
             })
             .collect();
-        let report = Outcomes { verb, results };
+        let report = OutcomeReport { verb, results };
         emit(format, &report)?;
         let failures: Vec<&str> = report
             .results
@@ -126,7 +126,7 @@ impl Outcomes {
     }
 }
 
-impl Report for Outcomes {
+impl Report for OutcomeReport {
     fn human(&self) -> String {
         self.results
             .iter()

@@ -6,7 +6,7 @@ use corelog_client::{Client, TopicInfo, Topics};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::output::{emit, list, Outcomes, Report, Table};
+use super::output::{emit, list, OutcomeReport, Report, Table};
 use super::{key_value, Common};
 
 #[derive(Subcommand)]
@@ -86,7 +86,7 @@ pub fn run(common: &Common, command: TopicCommand) -> anyhow::Result<()> {
             emit(format, &Descriptions(described))
         }
         TopicCommand::Delete { names } => {
-            Outcomes::emit(format, "deleted topic", client.delete_topics(&names)?)
+            OutcomeReport::emit(format, "deleted topic", client.delete_topics(&names)?)
         }
         TopicCommand::AlterConfig { name, set, delete } => {
             anyhow::ensure!(
