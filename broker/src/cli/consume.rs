@@ -318,10 +318,9 @@ impl GroupMember {
             if let Some(assigned) = assignment.take() {
                 self.apply(client, reader, assigned, reset)?;
             }
-            if (self.assigned && reader.finished()) || reader.remaining == Some(0) {
-                break;
-            }
-            if Instant::now() >= deadline {
+            // Caught up counts only once assigned: before, there is nothing to catch up on.
+            let done = (self.assigned && reader.finished()) || reader.remaining == Some(0);
+            if done || Instant::now() >= deadline {
                 break;
             }
             if reader.positions.is_empty() {
