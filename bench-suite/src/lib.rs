@@ -1,0 +1,16 @@
+//! corelog-bench: a Kafka load generator built for honest numbers.
+//!
+//! - `client`: a minimal Kafka client for load (record batches encoded straight into reused
+//!   buffers, pipelined requests on non-blocking sockets) plus a blocking admin client.
+//! - `workload`: scenario files, open-loop producers and tailing consumers, the run driver.
+//! - `report`: HdrHistogram percentiles, tables, JSON, SVG plots, broker CPU/RSS.
+//! - `null_broker`: a broker that stores nothing, to measure the generator's own ceiling.
+//! - `compare`: one scenario against several targets, side by side.
+pub mod client;
+pub mod clock;
+pub mod compare;
+pub mod null_broker;
+#[cfg(feature = "rdkafka")]
+pub mod rdkafka_driver;
+pub mod report;
+pub mod workload;

@@ -1,0 +1,220 @@
+//! corelog-bench: drive a Kafka-compatible broker with load and report honest figures.
+//! See bench-suite/README.md.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use corelog_bench::client::batch::Compression;
+use corelog_bench::compare::{compare, Target};
+use corelog_bench::report::{self, table, RunSummary};
+use corelog_bench::workload::runner::{Driver, RunOptions};
+use corelog_bench::workload::scenario::{
+    Acks, KeyDistribution, MessageSize, Rate, Scenario, BUILT_IN,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "corelog-bench",
+    version,
+    about = "Load generator and side-by-side benchmarks for Kafka-compatible brokers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario against one broker.
+    Run {
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Name of the target in reports.
+        #[arg(long, default_value = "corelog")]
+        name: String,
+        /// The broker's pid: adds its CPU time and peak RSS to the report.
+        #[arg(long)]
+        broker_pid: Option<i32>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a scenario against several brokers in turn and print their ratios.
+    Compare {
+        /// `name=host:port[@pid]`, repeated; the first is the baseline of the ratios.
+        #[arg(long = "target", required = true)]
+        targets: Vec<Target>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Serve a broker that stores nothing (the generator's own ceiling).
+    NullBroker {
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: String,
+    },
+    /// List the built-in scenarios, or print one as TOML.
+    Scenarios { name: Option<String> },
+}
+
+#[derive(Args)]
+struct Common {
+    /// A built-in scenario name or a TOML file.
+    #[arg(long, default_value = "smoke")]
+    scenario: String,
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Cores to pin generator threads to, e.g. `1` or `0,1` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    #[arg(long, value_enum, default_value = "builtin")]
+    driver: Driver,
+    /// Directory for the report files (default: bench-results/<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write no files, print only.
+    #[arg(long)]
+    no_save: bool,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Per-field overrides of the scenario.
+#[derive(Args)]
+struct Overrides {
+    #[arg(long)]
+    topic_prefix: Option<String>,
+    #[arg(long)]
+    topics: Option<u32>,
+    #[arg(long)]
+    partitions: Option<u32>,
+    #[arg(long)]
+    producers: Option<u32>,
+    #[arg(long)]
+    connections_per_producer: Option<u32>,
+    #[arg(long)]
+    consumers: Option<u32>,
+    /// `100` or `64..1024` bytes.
+    #[arg(long)]
+    message_size: Option<MessageSize>,
+    /// none, uniform or zipf.
+    #[arg(long)]
+    keys: Option<KeyDistribution>,
+    #[arg(long)]
+    key_space: Option<u64>,
+    #[arg(long)]
+    headers: Option<u32>,
+    /// 0, 1 or all.
+    #[arg(long)]
+    acks: Option<Acks>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    linger_ms: Option<f64>,
+    /// none, gzip, lz4 or zstd.
+    #[arg(long)]
+    compression: Option<Compression>,
+    /// `max`, msgs/s (`250000`, `250k`, `1.5m`) or `NN%` of a measured max.
+    #[arg(long)]
+    rate: Option<Rate>,
+    #[arg(long)]
+    duration: Option<u64>,
+    #[arg(long)]
+    warmup: Option<u64>,
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+}
+
+impl Overrides {
+    fn apply(self, s: &mut Scenario) {
+        macro_rules! set {
+            ($($field:ident => $target:ident),*) => {
+                $(if let Some(v) = self.$field { s.$target = v; })*
+            };
+        }
+        set!(topic_prefix => topic_prefix, topics => topics, partitions => partitions,
+             producers => producers, connections_per_producer => connections_per_producer,
+             consumers => consumers, message_size => message_size, keys => keys,
+             key_space => key_space, headers => headers, acks => acks,
+             batch_size => batch_size, linger_ms => linger_ms, compression => compression,
+             rate => rate, duration => duration_secs, warmup => warmup_secs,
+             max_in_flight => max_in_flight);
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    match cli.command {
+        Command::Run {
+            bootstrap,
+            name,
+            broker_pid,
+            common,
+        } => {
+            let target = Target {
+                name,
+                bootstrap,
+                pid: broker_pid,
+            };
+            execute(common, vec![target], command_line)
+        }
+        Command::Compare { targets, common } => execute(common, targets, command_line),
+        Command::NullBroker { listen } => {
+            let broker = corelog_bench::null_broker::start(&listen)?;
+            eprintln!("null broker listening on {}", broker.addr);
+            loop {
+                std::thread::park();
+            }
+        }
+        Command::Scenarios { name: Some(name) } => {
+            print!("{}", toml::to_string(&Scenario::load(&name)?)?);
+            Ok(())
+        }
+        Command::Scenarios { name: None } => {
+            for (name, _) in BUILT_IN {
+                println!("{name:18} {}", Scenario::load(name)?.description);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> {
+    let mut scenario = Scenario::load(&common.scenario)?;
+    common.overrides.apply(&mut scenario);
+    scenario.validate()?;
+    let base = RunOptions {
+        target: targets[0].name.clone(),
+        bootstrap: targets[0].bootstrap.clone(),
+        broker_pid: targets[0].pid,
+        cpus: common.cpus,
+        driver: common.driver,
+        progress: !common.quiet,
+        command,
+    };
+    let runs: Vec<RunSummary> = compare(&scenario, &targets, &base)?;
+    println!("{}", table::table(&runs));
+    for r in &runs {
+        for n in &r.notes {
+            println!("- {}: {n}", r.target);
+        }
+    }
+    if !common.no_save {
+        let dir = common
+            .out
+            .unwrap_or_else(|| PathBuf::from("bench-results").join(report::timestamp()));
+        let stem = runs
+            .iter()
+            .map(|r| r.target.as_str())
+            .collect::<Vec<_>>()
+            .join("-vs-");
+        let files = report::write_files(&dir, &format!("{}-{stem}", scenario.name), &runs)?;
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}

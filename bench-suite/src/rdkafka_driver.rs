@@ -1,0 +1,218 @@
+//! The same workload driven through librdkafka, to cross-check the built-in client: if both
+//! report similar figures against one broker, neither client is the bottleneck. Same
+//! schedule (intended send times, stamped into the value), same reports; librdkafka does its
+//! own batching, pipelining and (for keyless messages) partition stickiness.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::clock::now_ns;
+use crate::workload::keys::{key_hash, message_size, KeyGen, Rng};
+use crate::workload::producer::sleep_until;
+use crate::workload::runner::WorkerCtx;
+use crate::workload::scenario::Acks;
+use crate::workload::stats::{Reporter, Role};
+
+/// Delivery callbacks run inside `poll` on the producer's own thread; the mutex is never
+/// contended, it only satisfies librdkafka's `Sync` bound on contexts.
+struct Delivery<'a> {
+    reporter: Mutex<Reporter>,
+    ctx: &'a WorkerCtx,
+}
+
+impl ClientContext for Delivery<'_> {}
+
+impl ProducerContext for Delivery<'_> {
+    /// The message's intended send time.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, intended: usize) {
+        let now = now_ns();
+        let mut r = self.reporter.lock().unwrap();
+        match result {
+            Ok(msg) => {
+                r.record(now.saturating_sub(intended as u64));
+                r.msgs += 1;
+                r.bytes += msg.payload_len() as u64;
+                self.ctx.shared.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => r.errors += 1,
+        }
+    }
+}
+
+fn base_config(ctx: &WorkerCtx) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &ctx.bootstrap)
+        .set("client.id", "corelog-bench-rdkafka")
+        .set("api.version.request", "true");
+    c
+}
+
+/// A producer thread through librdkafka.
+pub fn produce(ctx: WorkerCtx) -> Result<()> {
+    let s = &ctx.scenario;
+    let acks = match s.acks {
+        Acks::None => "0",
+        Acks::Leader => "1",
+        Acks::All => "all",
+    };
+    let producer: BaseProducer<Delivery> = base_config(&ctx)
+        .set("acks", acks)
+        .set("enable.idempotence", "false")
+        .set("linger.ms", s.linger_ms.to_string())
+        .set("batch.size", s.batch_size.to_string())
+        .set(
+            "compression.type",
+            format!("{:?}", s.compression).to_lowercase(),
+        )
+        .set(
+            "max.in.flight.requests.per.connection",
+            s.max_in_flight.to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            (s.buffer_bytes / 1024).max(1).to_string(),
+        )
+        .set("queue.buffering.max.messages", "10000000")
+        .create_with_context(Delivery {
+            reporter: Mutex::new(Reporter::new(ctx.tx.clone(), Role::Producer, ctx.t0)),
+            ctx: &ctx,
+        })
+        .context("creating the librdkafka producer")?;
+    let parts = &ctx.partitions;
+    let mut rng = Rng::new(0xC0FFEE ^ ctx.id as u64);
+    let mut keys = KeyGen::new(s.keys, s.key_space);
+    let (_, max_size) = s.message_size.bounds();
+    let payload: Vec<u8> = (0..max_size + 4096)
+        .map(|_| b'a' + (rng.below(16) * rng.below(16) / 10) as u8)
+        .collect();
+    let mut value = Vec::with_capacity(max_size);
+    let interval = ctx.rate.map(|r| 1e9 / r);
+    // Keyless messages stay on one partition for about a batch, like the built-in client.
+    let per_batch = (s.batch_size / max_size.max(1)).max(1) as u64;
+    let mut generated = 0u64;
+    sleep_until(ctx.t0);
+    loop {
+        let now = now_ns();
+        if now >= ctx.end || ctx.shared.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        let due = interval.map_or(u64::MAX, |iv| ((now - ctx.t0) as f64 / iv) as u64 + 1);
+        let mut budget = 16_384;
+        while generated < due && budget > 0 {
+            budget -= 1;
+            let intended = interval.map_or(now, |iv| ctx.t0 + (generated as f64 * iv) as u64);
+            let size = message_size(s.message_size, &mut rng);
+            let offset = rng.below(4096) as usize;
+            value.clear();
+            value.extend_from_slice(&intended.to_le_bytes()[..size.min(8)]);
+            value.extend_from_slice(&payload[offset..offset + size.saturating_sub(8)]);
+            let key = keys.next_key(&mut rng);
+            let p = match key {
+                Some(k) => parts[key_hash(k) as usize % parts.len()],
+                None => parts[(generated / per_batch) as usize % parts.len()],
+            };
+            let info = &ctx.layout.partitions[p];
+            let mut headers = OwnedHeaders::new();
+            for i in 0..s.headers {
+                headers = headers.insert(Header {
+                    key: &format!("h{i}"),
+                    value: Some(&u64::from(i).to_le_bytes()),
+                });
+            }
+            let key_bytes = key.map(|k| keys.key_bytes(k).to_vec());
+            let mut record =
+                BaseRecord::with_opaque_to(&ctx.layout.topics[info.topic], intended as usize)
+                    .partition(info.partition)
+                    .payload(&value[..])
+                    .headers(headers);
+            if let Some(k) = &key_bytes {
+                record = record.key(&k[..]);
+            }
+            match producer.send(record) {
+                Ok(()) => {
+                    generated += 1;
+                    producer.context().reporter.lock().unwrap().sent += 1;
+                }
+                // librdkafka's queue is full: the schedule keeps running, so the wait shows
+                // up as latency of the messages sent late.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        producer.context().reporter.lock().unwrap().tick(now_ns());
+        let next = interval.map_or(now, |iv| ctx.t0 + (generated as f64 * iv) as u64);
+        if next > now_ns() {
+            // Delivery callbacks run while waiting.
+            producer.poll(Duration::from_nanos(next - now_ns()).min(Duration::from_millis(1)));
+        }
+    }
+    while producer.in_flight_count() > 0 && now_ns() < ctx.drain_deadline {
+        producer.poll(Duration::from_millis(10));
+        producer.context().reporter.lock().unwrap().tick(now_ns());
+    }
+    let stuck = producer.in_flight_count();
+    let mut reporter = producer.context().reporter.lock().unwrap();
+    reporter.errors += stuck.max(0) as u64;
+    let last = std::mem::replace(
+        &mut *reporter,
+        Reporter::new(ctx.tx.clone(), Role::Producer, ctx.t0),
+    );
+    last.finish();
+    Ok(())
+}
+
+/// A consumer thread through librdkafka, manually assigned, no commits.
+pub fn consume(ctx: WorkerCtx) -> Result<()> {
+    let s = &ctx.scenario;
+    let consumer: BaseConsumer = base_config(&ctx)
+        .set("group.id", "corelog-bench-rdkafka")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", s.fetch_max_wait_ms.to_string())
+        .set("fetch.min.bytes", "1")
+        .create()
+        .context("creating the librdkafka consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in &ctx.partitions {
+        let info = &ctx.layout.partitions[p];
+        tpl.add_partition_offset(
+            &ctx.layout.topics[info.topic],
+            info.partition,
+            Offset::Offset(ctx.start_offsets[p]),
+        )?;
+    }
+    consumer.assign(&tpl)?;
+    let mut reporter = Reporter::new(ctx.tx.clone(), Role::Consumer, ctx.t0);
+    while !ctx.shared.stop_consumers.load(Ordering::Relaxed) {
+        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+            let now = now_ns();
+            match m {
+                Ok(m) => {
+                    let value = m.payload().unwrap_or_default();
+                    if value.len() >= 8 {
+                        let sent = u64::from_le_bytes(value[..8].try_into().unwrap());
+                        reporter.record(now.saturating_sub(sent));
+                    }
+                    reporter.msgs += 1;
+                    reporter.bytes += value.len() as u64;
+                    ctx.shared.consumed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => reporter.errors += 1,
+            }
+        }
+        reporter.tick(now_ns());
+    }
+    reporter.finish();
+    Ok(())
+}
