@@ -29,6 +29,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
     pub groups: GroupSettings,
+    /// Fetched record ranges at least this long go to the socket with sendfile, shorter
+    /// ones are copied; `None` (setting -1) copies everything (for A/B runs).
+    pub fetch_zero_copy_min_bytes: Option<usize>,
     /// Where the metrics/health HTTP endpoint listens, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -125,6 +128,11 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         name: "log.flush.interval.ms",
         default: "1000",
         doc: "How often data acknowledged with acks=0/1 is fdatasynced.",
+    },
+    SettingSpec {
+        name: "fetch.zero.copy.min.bytes",
+        default: "65536",
+        doc: "Fetched record ranges this long or longer are sent with sendfile (no copy); -1 copies all.",
     },
     SettingSpec {
         name: "metrics.listen",
@@ -254,6 +262,15 @@ impl BrokerConfig {
                 86_400_000,
             )?,
             max_connections: parse_in("max.connections", get, 1, 1_000_000)?,
+            fetch_zero_copy_min_bytes: match parse_in::<i64>(
+                "fetch.zero.copy.min.bytes",
+                get,
+                -1,
+                1 << 30,
+            )? {
+                -1 => None,
+                bytes => Some(bytes as usize),
+            },
             metrics_listen: match get.get("metrics.listen") {
                 "" => None,
                 text => Some(text.parse().map_err(|_| {

@@ -7,6 +7,7 @@
 //! (pipelining) while responses leave in request order, and the queue bound limits the
 //! requests in flight per connection.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::handlers::{self, ClientInfo, RequestContext};
 use crate::metrics::ShardMetrics;
+use crate::protocol::fetch_frame::Part;
 use crate::protocol::{self, FrameError};
 use crate::shard::Shard;
 
@@ -75,6 +77,8 @@ async fn serve_connection(
     stream
         .set_nodelay(true)
         .map_err(|e| FrameError::Io(e.into()))?;
+    // For sendfile, which needs the socket itself; the connection outlives every send.
+    let socket = stream.as_raw_fd();
     let (reader, mut writer) = stream.split();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (mut queue, mut responses) =
@@ -84,6 +88,24 @@ async fn serve_connection(
         while let Some(response) = responses.next().await {
             match response.await {
                 Reply::Frame(frame) => writer.write_all(&frame).await?,
+                Reply::Parts(parts) => {
+                    for part in parts {
+                        match part {
+                            Part::Bytes(bytes) | Part::Copied(bytes) => {
+                                writer.write_all(&bytes).await?
+                            }
+                            Part::File(slice) => {
+                                corelog_io::sendfile::send_file(
+                                    socket,
+                                    slice.file,
+                                    slice.position,
+                                    slice.len,
+                                )
+                                .await?
+                            }
+                        }
+                    }
+                }
                 Reply::Nothing => {}
                 Reply::Close => break,
             }
@@ -114,7 +136,14 @@ async fn serve_connection(
                 respond,
             }) => corelog_io::spawn_local(async move {
                 let started = std::time::Instant::now();
-                let Some(response) = handlers::dispatch(&ctx, *request).await else {
+                let request = match (*request, ctx.shard.config.fetch_zero_copy_min_bytes) {
+                    (RequestKind::Fetch(fetch), Some(copy_below)) => {
+                        return zero_copy_fetch(&ctx, fetch, correlation_id, copy_below, started)
+                            .await;
+                    }
+                    (request, _) => request,
+                };
+                let Some(response) = handlers::dispatch(&ctx, request).await else {
                     return Reply::Close;
                 };
                 record_metrics(&ctx.shard.metrics, api_key, started.elapsed(), &response);
@@ -149,9 +178,39 @@ async fn serve_connection(
     written.map_err(FrameError::Io)
 }
 
+/// Serves a Fetch whose record ranges go out with sendfile.
+async fn zero_copy_fetch(
+    ctx: &RequestContext,
+    fetch: kafka_protocol::messages::FetchRequest,
+    correlation_id: i32,
+    copy_below: usize,
+    started: std::time::Instant,
+) -> Reply {
+    match handlers::fetch::handle_zero_copy(ctx, fetch, correlation_id, copy_below).await {
+        Ok((response, parts)) => {
+            record_metrics(
+                &ctx.shard.metrics,
+                ApiKey::Fetch,
+                started.elapsed(),
+                &ResponseKind::Fetch(response),
+            );
+            Reply::Parts(parts)
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot encode a Fetch v{} response, closing the connection: {e}",
+                ctx.api_version
+            );
+            Reply::Close
+        }
+    }
+}
+
 /// What a request's task hands the connection's writer.
 enum Reply {
     Frame(Bytes),
+    /// A response in pieces, some sent from files (zero-copy Fetch).
+    Parts(Vec<Part>),
     /// Produce with acks=0: no response at all.
     Nothing,
     /// Close the connection after the responses before this one.

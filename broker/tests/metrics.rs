@@ -128,3 +128,70 @@ fn scraped_counters_match_the_traffic_sent() {
     assert_eq!(http_get(&address, "/ready").0, 200);
     assert_eq!(http_get(&address, "/nope").0, 404);
 }
+
+fn fetch_everything(threshold: &str) -> (f64, f64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let broker = Broker::start(
+        2,
+        &[
+            &format!("metrics.listen={address}"),
+            &format!("fetch.zero.copy.min.bytes={threshold}"),
+        ],
+    );
+    let mut client = broker.client();
+    client.create_topic("big", 2);
+    let value = "z".repeat(10_000);
+    let mut sent = Vec::new();
+    for i in 0..100 {
+        let value = format!("{i}-{value}");
+        assert_eq!(
+            client.produce("big", i % 2, 1, batch(&[&value, &value])).0,
+            0
+        );
+        sent.push(value);
+    }
+    for partition in 0..2 {
+        let (code, hw, records) = client.fetch("big", partition, 0, 0);
+        assert_eq!((code, hw), (0, 100));
+        let values: Vec<String> = common::decode_values(records)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let expected: Vec<String> = sent
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == partition as usize)
+            .flat_map(|(_, v)| [v.clone(), v.clone()])
+            .collect();
+        assert_eq!(values, expected);
+    }
+    let (_, text) = http_get(&address, "/metrics");
+    let total = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        total("corelog_fetch_zero_copy_bytes_total"),
+        total("corelog_fetch_copied_bytes_total"),
+    )
+}
+
+#[test]
+fn large_fetches_go_out_with_sendfile_and_the_setting_turns_it_off() {
+    let (zero_copy, copied) = fetch_everything("65536");
+    assert!(
+        zero_copy > 1_000_000.0,
+        "1 MB per partition sent from the files: {zero_copy}"
+    );
+    assert_eq!(copied, 0.0);
+    let (zero_copy, copied) = fetch_everything("-1");
+    assert_eq!(zero_copy, 0.0);
+    assert!(copied > 1_000_000.0, "{copied}");
+}

@@ -1,6 +1,10 @@
 //! Fetch: read from the owning shards; when less than min_bytes is available, long-poll
 //! (woken by appends) until max_wait. Fetch sessions (KIP-227) are not kept yet: every
 //! response carries session id 0, which clients take as "full fetches only".
+//!
+//! Owning shards answer with file ranges, not bytes: the connection's shard either sends
+//! them with sendfile ([`handle_zero_copy`]) or reads them into the response ([`handle`],
+//! when `fetch.zero.copy.min.bytes` is -1).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +14,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::{resolve_topic_ref, ByShard, RequestContext, Slot};
 use crate::errors::ErrorCode;
+use crate::log::ReadSlice;
+use crate::protocol::fetch_frame::{encode_fetch_frame, Part};
 use crate::shard::{FetchQuery, FetchResult, ShardRequest, ShardResponse};
 
 /// Fetch v13 (KIP-516) names topics by id.
@@ -17,7 +23,68 @@ const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
 /// Bound on how long one fetch may hold a request slot of its connection.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// A fetch answer before encoding: the response without records, and each partition's
+/// records as a file range (by topic and partition position).
+pub struct FetchAnswer {
+    pub response: FetchResponse,
+    pub records: Vec<Vec<Option<ReadSlice>>>,
+}
+
+/// The copying path: records are read into the response.
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
+    let FetchAnswer {
+        mut response,
+        records,
+    } = gather(ctx, request).await;
+    for (topic, slices) in response.responses.iter_mut().zip(records) {
+        for (partition, slice) in topic.partitions.iter_mut().zip(slices) {
+            let Some(slice) = slice else { continue };
+            match slice.read_to_bytes() {
+                Ok(bytes) => {
+                    ctx.shard
+                        .metrics
+                        .count(&ctx.shard.metrics.copied_bytes, bytes.len() as u64);
+                    partition.records = Some(bytes);
+                }
+                Err(e) => {
+                    tracing::error!("fetch read failed: {e}");
+                    partition.error_code = ErrorCode::KafkaStorageError.code();
+                }
+            }
+        }
+    }
+    response
+}
+
+/// The zero-copy path: the response frame in parts, record ranges of at least
+/// `copy_below` bytes sent from the files (smaller ones are cheaper to copy than to
+/// hand to another thread).
+pub async fn handle_zero_copy(
+    ctx: &RequestContext,
+    request: FetchRequest,
+    correlation_id: i32,
+    copy_below: usize,
+) -> anyhow::Result<(FetchResponse, Vec<Part>)> {
+    let FetchAnswer { response, records } = gather(ctx, request).await;
+    let parts = encode_fetch_frame(
+        ctx.api_version,
+        correlation_id,
+        &response,
+        &records,
+        copy_below,
+    )?;
+    let metrics = &ctx.shard.metrics;
+    for part in &parts {
+        match part {
+            Part::File(slice) => metrics.count(&metrics.zero_copy_bytes, slice.len as u64),
+            Part::Copied(bytes) => metrics.count(&metrics.copied_bytes, bytes.len() as u64),
+            Part::Bytes(_) => {}
+        }
+    }
+    Ok((response, parts))
+}
+
+async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
     let shard = &ctx.shard;
     let by_id = ctx.api_version >= FIRST_VERSION_WITH_TOPIC_IDS;
     let image = shard.image();
@@ -27,6 +94,11 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let deadline = Instant::now() + max_wait;
 
     let mut responses: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
+    let mut records: Vec<Vec<Option<ReadSlice>>> = request
+        .topics
+        .iter()
+        .map(|t| (0..t.partitions.len()).map(|_| None).collect())
+        .collect();
     let mut per_shard: ByShard<FetchQuery> = ByShard::new();
     for (topic_slot, topic) in request.topics.iter().enumerate() {
         let resolved = resolve_topic_ref(&image, by_id, &topic.topic, &topic.topic_id);
@@ -53,7 +125,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                     ErrorCode::UnknownServerError
                 }
             };
-            partitions.push(partition_data(fetch.partition, FetchResult::error(error)));
+            partitions.push(partition_data(fetch.partition, &FetchResult::error(error)));
         }
         responses.push(
             FetchableTopicResponse::default()
@@ -68,23 +140,26 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let mut gathered = 0usize;
     let mut immediate = read_round(ctx, &per_shard, min_bytes, max_bytes, None);
     while let Some((slots, results)) = immediate.next().await {
-        gathered += place(&mut responses, slots, results);
+        gathered += place(&mut responses, &mut records, slots, results);
     }
     drop(immediate);
     let waiting = deadline.saturating_duration_since(Instant::now());
     if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() {
         let mut polls = read_round(ctx, &per_shard, min_bytes, max_bytes, Some(waiting));
         while let Some((slots, results)) = polls.next().await {
-            let found: usize = results.iter().map(|r| r.records.len()).sum();
+            let found: usize = results.iter().map(FetchResult::byte_len).sum();
             if found > 0 {
-                gathered += place(&mut responses, slots, results);
+                gathered += place(&mut responses, &mut records, slots, results);
             }
             if gathered >= min_bytes {
                 break;
             }
         }
     }
-    FetchResponse::default().with_responses(responses)
+    FetchAnswer {
+        response: FetchResponse::default().with_responses(responses),
+        records,
+    }
 }
 
 fn read_round<'a>(
@@ -122,19 +197,21 @@ fn read_round<'a>(
 /// Puts results into their response slots; returns the record bytes placed.
 fn place(
     responses: &mut [FetchableTopicResponse],
+    records: &mut [Vec<Option<ReadSlice>>],
     slots: Vec<Slot>,
     results: Vec<FetchResult>,
 ) -> usize {
     let mut bytes = 0;
     for ((topic_slot, partition_slot), result) in slots.into_iter().zip(results) {
-        bytes += result.records.len();
+        bytes += result.byte_len();
         let entry = &mut responses[topic_slot].partitions[partition_slot];
-        *entry = partition_data(entry.partition_index, result);
+        *entry = partition_data(entry.partition_index, &result);
+        records[topic_slot][partition_slot] = result.records;
     }
     bytes
 }
 
-fn partition_data(index: i32, result: FetchResult) -> PartitionData {
+fn partition_data(index: i32, result: &FetchResult) -> PartitionData {
     PartitionData::default()
         .with_partition_index(index)
         .with_error_code(result.error_code)
@@ -142,5 +219,5 @@ fn partition_data(index: i32, result: FetchResult) -> PartitionData {
         .with_last_stable_offset(result.high_watermark)
         .with_log_start_offset(result.log_start_offset)
         .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
-        .with_records(Some(result.records))
+        .with_records(Some(bytes::Bytes::new()))
 }

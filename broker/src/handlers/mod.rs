@@ -14,7 +14,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
-mod fetch;
+pub mod fetch;
 mod find_coordinator;
 mod group_routing;
 mod heartbeat;

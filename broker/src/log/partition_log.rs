@@ -122,6 +122,8 @@ pub struct ReadSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub len: usize,
+    /// First and last offset of the batches in the range (`None` when empty).
+    pub offsets: Option<(i64, i64)>,
 }
 
 impl ReadSlice {
@@ -381,12 +383,18 @@ impl PartitionLog {
                 break; // the batch straddles the bound: nothing to return yet
             }
             let bound = segment.bound_position(upper)?;
-            let end = segment.read_end(&first, max_bytes, bound)?;
+            let (end, last_batch) = segment.read_end(&first, max_bytes, bound)?;
+            let last_offset = if last_batch == first.position {
+                first.last_offset()
+            } else {
+                segment.read_header(last_batch)?.last_offset()
+            };
             return Ok(ReadSlice {
                 file: Arc::clone(segment.log_file()),
                 position: first.position,
                 // Bounded by max(max_bytes, one i32-sized batch).
                 len: (end - first.position) as usize,
+                offsets: Some((first.base_offset(), last_offset)),
             });
         }
         Ok(self.empty_slice())
@@ -398,6 +406,7 @@ impl PartitionLog {
             file: Arc::clone(active.log_file()),
             position: active.size(),
             len: 0,
+            offsets: None,
         }
     }
 

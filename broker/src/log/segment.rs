@@ -490,29 +490,36 @@ impl LogSegment {
     /// that fits in `max_bytes` and ends by `bound` (a batch boundary, see
     /// [`LogSegment::bound_position`]). `first` itself is always included,
     /// even when larger than `max_bytes`, so a consumer can make progress.
-    pub fn read_end(&self, first: &BatchLocation, max_bytes: usize, bound: u64) -> io::Result<u64> {
+    /// Returns the end position and the start of the last batch before it.
+    pub fn read_end(
+        &self,
+        first: &BatchLocation,
+        max_bytes: usize,
+        bound: u64,
+    ) -> io::Result<(u64, u64)> {
         let limit = first
             .position
             .saturating_add(max_bytes as u64)
             .min(bound)
             .min(self.size);
         if first.end() >= limit {
-            return Ok(first.end());
+            return Ok((first.end(), first.position));
         }
         // Indexed positions are batch starts: jump to the last one that fits
         // and only walk the few headers after it.
-        let mut position = match self.offset_index.floor_position(limit) {
-            Some(p) if p > first.end() => p,
-            _ => first.end(),
+        let (mut position, mut last_batch) = match self.offset_index.floor_position(limit) {
+            Some(p) if p > first.end() => (p, first.position),
+            _ => (first.end(), first.position),
         };
         while position < limit {
             let size = self.read_batch_size(position)?;
             if position + size > limit {
                 break;
             }
+            last_batch = position;
             position += size;
         }
-        Ok(position)
+        Ok((position, last_batch))
     }
 
     /// Position where the batches holding offsets `>= max_offset` start (the
@@ -876,19 +883,23 @@ mod tests {
         let first = seg.find(110).unwrap().unwrap();
         let end = seg
             .read_end(&first, (3 * batch_size + 5) as usize, u64::MAX)
+            .map(|(end, _)| end)
             .unwrap();
         assert_eq!(end - first.position, 3 * batch_size);
         // A limit below one batch still returns that batch.
-        assert_eq!(seg.read_end(&first, 1, u64::MAX).unwrap(), first.end());
+        assert_eq!(
+            seg.read_end(&first, 1, u64::MAX).unwrap(),
+            (first.end(), first.position)
+        );
         // A huge limit stops at the segment end.
         assert_eq!(
-            seg.read_end(&first, usize::MAX, u64::MAX).unwrap(),
+            seg.read_end(&first, usize::MAX, u64::MAX).unwrap().0,
             seg.size()
         );
         // A bound stops the read at the batch holding it.
         let bound = seg.bound_position(115).unwrap();
         assert_eq!(bound, positions[15]);
-        assert_eq!(seg.read_end(&first, usize::MAX, bound).unwrap(), bound);
+        assert_eq!(seg.read_end(&first, usize::MAX, bound).unwrap().0, bound);
         assert_eq!(seg.bound_position(140).unwrap(), seg.size());
     }
 

@@ -3,6 +3,8 @@
 //! Request bodies stay `Bytes` sliced from the frame (kafka-protocol keeps `records` that
 //! way), so record batches reach the log without a copy.
 
+pub mod fetch_frame;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{AsyncRead, AsyncReadExt};
 use kafka_protocol::messages::{

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::errors::ErrorCode;
 use crate::handlers::ClientInfo;
+use crate::log::ReadSlice;
 use crate::metadata::{MetadataImage, TopicError, TopicRecord};
 
 pub enum ShardRequest {
@@ -95,7 +96,9 @@ pub struct FetchResult {
     pub error_code: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub records: Bytes,
+    /// The batches to send, as a range of a segment file (sent or copied by the
+    /// connection's shard).
+    pub records: Option<ReadSlice>,
 }
 
 impl FetchResult {
@@ -104,8 +107,13 @@ impl FetchResult {
             error_code: code.code(),
             high_watermark: -1,
             log_start_offset: -1,
-            records: Bytes::new(),
+            records: None,
         }
+    }
+
+    /// Record bytes found.
+    pub fn byte_len(&self) -> usize {
+        self.records.as_ref().map_or(0, |r| r.len)
     }
 }
 

@@ -242,7 +242,7 @@ impl Shard {
                         }
                         Some(p) => p.empty_read(),
                     };
-                    total += result.records.len();
+                    total += result.byte_len();
                     result
                 })
                 .collect();

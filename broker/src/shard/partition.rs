@@ -130,36 +130,28 @@ impl Partition {
         self.appended.listen()
     }
 
+    /// The batches from `offset`, as a file range the connection's shard sends.
     pub fn read(&self, offset: i64, max_bytes: usize) -> FetchResult {
         let log = self.log.borrow();
         let high_watermark = log.log_end_offset();
         let log_start_offset = log.log_start_offset();
-        let records = match log.read(offset, max_bytes) {
-            Ok(slice) => match slice.read_to_bytes() {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), "read failed: {e}");
-                    return FetchResult::error(ErrorCode::KafkaStorageError);
+        match log.read(offset, max_bytes) {
+            Ok(slice) => {
+                if let Some((first, last)) = slice.offsets {
+                    self.metrics
+                        .count(&self.counters.bytes_out, slice.len as u64);
+                    self.metrics
+                        .count(&self.counters.records_out, (last - first + 1) as u64);
                 }
-            },
-            Err(e) => {
-                return FetchResult::error(error_code(e.kafka_error_code()))
-                    .with_offsets(high_watermark, log_start_offset)
+                FetchResult {
+                    error_code: 0,
+                    high_watermark,
+                    log_start_offset,
+                    records: Some(slice).filter(|s| s.len > 0),
+                }
             }
-        };
-        if let (Some(first), Some(last)) = (first_offset_of(&records), last_offset_of(&records)) {
-            self.metrics
-                .count(&self.counters.bytes_out, records.len() as u64);
-            self.metrics
-                .count(&self.counters.records_out, (last - first + 1) as u64);
-            self.metrics
-                .count(&self.metrics.copied_bytes, records.len() as u64);
-        }
-        FetchResult {
-            error_code: 0,
-            high_watermark,
-            log_start_offset,
-            records,
+            Err(e) => FetchResult::error(error_code(e.kafka_error_code()))
+                .with_offsets(high_watermark, log_start_offset),
         }
     }
 
@@ -205,7 +197,7 @@ impl Partition {
             error_code: 0,
             high_watermark: log.log_end_offset(),
             log_start_offset: log.log_start_offset(),
-            records: Bytes::new(),
+            records: None,
         }
     }
 
@@ -327,11 +319,6 @@ impl FetchResult {
         self.log_start_offset = log_start_offset;
         self
     }
-}
-
-/// The base offset of the first batch in `batches`.
-fn first_offset_of(batches: &[u8]) -> Option<i64> {
-    RecordBatchHeader::parse(batches).map(|header| header.base_offset.get())
 }
 
 /// The last offset of the last whole batch in `batches`.
