@@ -23,6 +23,28 @@ fn http_get(address: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A broker serving metrics on a free port, and that endpoint's address.
+fn start_with_metrics(settings: &[&str]) -> (Broker, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut all = vec![format!("metrics.listen={address}")];
+    all.extend(settings.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    (Broker::start(2, &all), address)
+}
+
+/// The sum of every sample whose series starts with `prefix` (all shards, all labels).
+fn total(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The value of the sample whose name and labels are exactly `series`.
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
@@ -32,19 +54,7 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[test]
 fn scraped_counters_match_the_traffic_sent() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let broker = Broker::start(
-        2,
-        &[
-            &format!("metrics.listen={address}"),
-            "offsets.topic.num.partitions=2",
-        ],
-    );
+    let (broker, address) = start_with_metrics(&["offsets.topic.num.partitions=2"]);
     let mut client = broker.client();
     client.create_topic("m", 2);
     let mut bytes_in = [0u64; 2];
@@ -102,27 +112,21 @@ fn scraped_counters_match_the_traffic_sent() {
         18.0
     );
 
-    let total = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     assert_eq!(
-        total("corelog_requests_total{shard=\"0\",api=\"Produce\"}")
-            + total("corelog_requests_total{shard=\"1\",api=\"Produce\"}"),
+        total(&text, "corelog_requests_total{shard=\"0\",api=\"Produce\"}")
+            + total(&text, "corelog_requests_total{shard=\"1\",api=\"Produce\"}"),
         21.0
     );
-    assert_eq!(total("corelog_produce_latency_seconds_count"), 21.0);
+    assert_eq!(total(&text, "corelog_produce_latency_seconds_count"), 21.0);
     assert!(
-        total("corelog_fsync_latency_seconds_count") >= 1.0,
+        total(&text, "corelog_fsync_latency_seconds_count") >= 1.0,
         "acks=all produces were fsynced"
     );
     assert!(
         text.contains("api=\"Produce\",code=\"2\",error=\"CorruptMessage\"} 1"),
         "{text}"
     );
-    assert!(total("corelog_connections") >= 1.0);
+    assert!(total(&text, "corelog_connections") >= 1.0);
 
     assert_eq!(http_get(&address, "/health").0, 200);
     assert_eq!(http_get(&address, "/ready").0, 200);
@@ -130,19 +134,8 @@ fn scraped_counters_match_the_traffic_sent() {
 }
 
 fn fetch_everything(threshold: &str) -> (f64, f64) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let broker = Broker::start(
-        2,
-        &[
-            &format!("metrics.listen={address}"),
-            &format!("fetch.zero.copy.min.bytes={threshold}"),
-        ],
-    );
+    let (broker, address) =
+        start_with_metrics(&[&format!("fetch.zero.copy.min.bytes={threshold}")]);
     let mut client = broker.client();
     client.create_topic("big", 2);
     let value = "z".repeat(10_000);
@@ -171,15 +164,9 @@ fn fetch_everything(threshold: &str) -> (f64, f64) {
         assert_eq!(values, expected);
     }
     let (_, text) = http_get(&address, "/metrics");
-    let total = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     (
-        total("corelog_fetch_zero_copy_bytes_total"),
-        total("corelog_fetch_copied_bytes_total"),
+        total(&text, "corelog_fetch_zero_copy_bytes_total"),
+        total(&text, "corelog_fetch_copied_bytes_total"),
     )
 }
 
