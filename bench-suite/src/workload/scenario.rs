@@ -54,7 +54,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
 pub struct Scenario {
     pub name: String,
     pub description: String,
-    /// Topics are named `<topic_prefix>-<i>`.
+    /// Topics are named `<topic_prefix>-<i>`; empty (the default) means
+    /// `<name>-<partitions>p`, so scenarios with different partition counts never collide.
     pub topic_prefix: String,
     pub topics: u32,
     /// Partitions per topic.
@@ -100,7 +101,7 @@ impl Default for Scenario {
         Scenario {
             name: "custom".into(),
             description: String::new(),
-            topic_prefix: "bench".into(),
+            topic_prefix: String::new(),
             topics: 1,
             partitions: 16,
             producers: 1,
@@ -177,9 +178,12 @@ impl Scenario {
 
     /// Topic names.
     pub fn topic_names(&self) -> Vec<String> {
-        (0..self.topics)
-            .map(|i| format!("{}-{i}", self.topic_prefix))
-            .collect()
+        let prefix = if self.topic_prefix.is_empty() {
+            format!("{}-{}p", self.name, self.partitions)
+        } else {
+            self.topic_prefix.clone()
+        };
+        (0..self.topics).map(|i| format!("{prefix}-{i}")).collect()
     }
 }
 
@@ -424,6 +428,7 @@ mod tests {
         assert_eq!(s.keys, KeyDistribution::Zipf);
         assert_eq!(s.compression, Compression::Zstd);
         assert_eq!(s.partitions, Scenario::default().partitions);
+        assert_eq!(s.topic_names(), ["t-16p-0"]);
 
         let s = Scenario::parse("acks = 0\nrate = 20000\nmessage_size = 1000").unwrap();
         assert_eq!((s.acks, s.rate), (Acks::None, Rate::Fixed(20000.0)));
