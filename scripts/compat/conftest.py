@@ -1,0 +1,187 @@
+"""pytest fixtures for corelog's real-client tests.
+
+`broker` starts the real corelog binary ($CORELOG_BIN, default
+target/debug/corelog) on a free 127.0.0.1 port with a fresh data dir and
+`--cores 2`, waits until the port accepts connections, and kills it at
+teardown. A failed test gets the tail of the broker's log in its report.
+
+COMPAT_BOOTSTRAP=host:port runs the tests against an already running
+Kafka-compatible broker instead (e.g. Apache Kafka, to check the tests
+themselves); restart()/kill9() then skip the test.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = float(os.environ.get("CORELOG_READY_TIMEOUT", "30"))
+STOP_TIMEOUT = 10.0
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TIMESTAMP = re.compile(r"^\S*\d{2}:\d{2}:\d{2}\S*\s*")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """One corelog process; restart() and kill9() keep its port and data dir."""
+
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: list[str]):
+        self.binary, self.data_dir, self.log_path = binary, data_dir, log_path
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def cmd(self) -> list[str]:
+        return [str(self.binary), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
+                "--cores", "2", *self.extra_args]
+
+    def start(self) -> None:
+        assert self.proc is None, "broker already running"
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         env={**os.environ, "NO_COLOR": "1"})
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                code, self.proc = self.proc.returncode, None
+                pytest.fail(f"corelog exited with {code} before accepting connections on {self.bootstrap}\n"
+                            f"{self.log_tail()}", pytrace=False)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self._signal(signal.SIGKILL)
+                pytest.fail(f"corelog did not accept connections on {self.bootstrap} within {READY_TIMEOUT}s\n"
+                            f"{self.log_tail()}", pytrace=False)
+            time.sleep(0.05)
+
+    def _signal(self, sig: int) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+        return proc.returncode
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM; SIGKILL if it has not exited after 10 s)."""
+        self._signal(signal.SIGTERM)
+
+    def kill9(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def exited_unexpectedly(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The log's last lines, runs of lines that differ only in their timestamp
+        folded into one."""
+        try:
+            text = ANSI.sub("", self.log_path.read_text(errors="replace")).splitlines()
+        except OSError as e:
+            return f"(no broker log: {e})"
+        folded: list[list] = []  # [line, repeats]
+        for line in text:
+            if folded and TIMESTAMP.sub("", line) == TIMESTAMP.sub("", folded[-1][0]):
+                folded[-1][1] += 1
+            else:
+                folded.append([line, 1])
+        tail = [line if n == 1 else f"{line}   [x{n}]" for line, n in folded[-lines:]]
+        return f"--- end of {self.log_path} ---\n" + "\n".join(tail)
+
+
+class ExternalBroker:
+    """A broker someone else runs (COMPAT_BOOTSTRAP)."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap, self.data_dir, self.log_path = bootstrap, None, None
+
+    def restart(self) -> None:
+        pytest.skip("COMPAT_BOOTSTRAP: cannot restart an external broker")
+
+    kill9 = start = stop = restart
+
+    def exited_unexpectedly(self) -> None:
+        return None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return f"(external broker at {self.bootstrap}: no log)"
+
+
+def corelog_binary() -> Path:
+    binary = Path(os.environ.get("CORELOG_BIN", REPO / "target" / "debug" / "corelog"))
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        pytest.fail(f"corelog binary not found at {binary}: run `cargo build` (or set CORELOG_BIN)",
+                    pytrace=False)
+    return binary
+
+
+@pytest.fixture
+def broker(request, tmp_path):
+    """A running broker. Extra `serve` arguments: @pytest.mark.broker_args("--set", "k=v")."""
+    if os.environ.get("COMPAT_BOOTSTRAP"):
+        yield ExternalBroker(os.environ["COMPAT_BOOTSTRAP"])
+        return
+    marker = request.node.get_closest_marker("broker_args")
+    b = Broker(corelog_binary(), tmp_path / "data", tmp_path / "corelog.log",
+               list(marker.args) if marker else [])
+    b.data_dir.mkdir()
+    b.start()
+    try:
+        yield b
+        code = b.exited_unexpectedly()
+        if code is not None:
+            pytest.fail(f"corelog exited with {code} during the test\n{b.log_tail()}", pytrace=False)
+    finally:
+        b.kill9()
+
+
+@pytest.fixture
+def topic(request) -> str:
+    """A topic name unique to this test (and run, for external brokers)."""
+    return harness.unique_topic(request.node.name)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "broker_args(*args): extra arguments for `corelog serve`")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    broker = getattr(item, "funcargs", {}).get("broker")
+    if report.failed and broker is not None:
+        report.sections.append(("corelog log", broker.log_tail()))
+    return report
