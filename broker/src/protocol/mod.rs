@@ -99,12 +99,10 @@ pub fn decode_body(frame: &mut RequestFrame) -> Result<RequestKind, FrameError> 
     let version = frame.header.request_api_version;
     let request = RequestKind::decode(frame.api_key, &mut frame.body, version)
         .map_err(|e| FrameError::Malformed(format!("{:?} v{version}: {e}", frame.api_key)))?;
+    // Kafka ignores bytes after the body, and some clients send them (librdkafka 2.16's
+    // Metadata v13 for all topics): accept them too.
     if frame.body.has_remaining() {
-        return Err(FrameError::Malformed(format!(
-            "{:?} v{version}: {} trailing bytes",
-            frame.api_key,
-            frame.body.remaining()
-        )));
+        tracing::debug!("{:?} v{version}: ignoring {} trailing bytes", frame.api_key, frame.body.remaining());
     }
     Ok(request)
 }
