@@ -144,7 +144,15 @@ impl Overrides {
     }
 }
 
-fn main() -> Result<()> {
+fn main() {
+    // One line per cause, without the backtrace anyhow captures when RUST_BACKTRACE is set.
+    if let Err(e) = run_cli() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.command {

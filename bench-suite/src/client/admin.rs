@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Request, StrBytes};
+use kafka_protocol::ResponseError;
 
 use super::{produce, wire};
 
@@ -184,9 +185,9 @@ impl Admin {
         for t in resp.topics {
             if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
                 bail!(
-                    "creating topic {}: error {} {}",
+                    "creating topic {}: {} {}",
                     t.name.as_str(),
-                    t.error_code,
+                    error_name(t.error_code),
                     t.error_message.as_deref().unwrap_or("")
                 );
             }
@@ -249,11 +250,23 @@ impl Admin {
                     .find(|r| r.partition_index == p.partition)
                     .with_context(|| format!("no offset for {name}/{}", p.partition))?;
                 if r.error_code != 0 {
-                    bail!("ListOffsets {name}/{}: error {}", p.partition, r.error_code);
+                    bail!(
+                        "ListOffsets {name}/{}: {}",
+                        p.partition,
+                        error_name(r.error_code)
+                    );
                 }
                 Ok(r.offset)
             })
             .collect()
+    }
+}
+
+/// A Kafka error code with its name, e.g. `error 3 (UnknownTopicOrPartition)`.
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        Some(e) => format!("error {code} ({e:?})"),
+        None => format!("error {code}"),
     }
 }
 

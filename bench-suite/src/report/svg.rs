@@ -23,6 +23,7 @@ struct Series {
 
 /// Latency against percentile, x on a "nines" scale (log of 1/(1-p)), the usual
 /// HdrHistogram plot: produce latency solid, end-to-end dashed, one colour per target.
+/// Latency is on a log scale: targets often differ by orders of magnitude in the tail.
 pub fn latency_spectrum(runs: &[RunSummary]) -> String {
     let nines = |p: f64| -(1.0 - p / 100.0).max(1e-5).log10();
     let mut series = Vec::new();
@@ -58,6 +59,7 @@ pub fn latency_spectrum(runs: &[RunSummary]) -> String {
         "latency (ms)",
         &series,
         Some(&ticks),
+        true,
     )
 }
 
@@ -92,6 +94,7 @@ pub fn throughput(runs: &[RunSummary]) -> String {
         "messages/s",
         &series,
         None,
+        false,
     )
 }
 
@@ -122,7 +125,7 @@ fn label(v: f64) -> String {
     } else if v >= 1.0 || v == 0.0 {
         format!("{v}")
     } else {
-        format!("{v:.3}")
+        format!("{v:.4}").trim_end_matches('0').to_string()
     }
 }
 
@@ -132,13 +135,35 @@ fn chart(
     y_label: &str,
     series: &[Series],
     x_ticks: Option<&[(f64, &str)]>,
+    log_y: bool,
 ) -> String {
     let all = series.iter().flat_map(|s| &s.points);
     let x_max = all.clone().map(|p| p.0).fold(0.0, f64::max).max(1.0);
-    let y_max = nice_max(all.map(|p| p.1).fold(0.0, f64::max));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |v: f64| LEFT + v / x_max * pw;
-    let y = |v: f64| TOP + ph - v / y_max * ph;
+    let (y_ticks, y): (Vec<f64>, Box<dyn Fn(f64) -> f64>) = if log_y {
+        // Decades from below the smallest positive value to above the largest.
+        let positive = all.map(|p| p.1).filter(|&v| v > 0.0);
+        let lo = positive
+            .clone()
+            .fold(f64::MAX, f64::min)
+            .min(1.0)
+            .log10()
+            .floor();
+        let hi = positive
+            .fold(0.0, f64::max)
+            .max(1.0)
+            .log10()
+            .ceil()
+            .max(lo + 1.0);
+        let ticks = (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect();
+        let to_y = move |v: f64| TOP + ph - (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * ph;
+        (ticks, Box::new(to_y))
+    } else {
+        let y_max = nice_max(all.map(|p| p.1).fold(0.0, f64::max));
+        let ticks = (0..=5).map(|i| y_max * i as f64 / 5.0).collect();
+        (ticks, Box::new(move |v: f64| TOP + ph - v / y_max * ph))
+    };
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -151,8 +176,7 @@ fn chart(
         LEFT + pw / 2.0,
         esc(title)
     );
-    for i in 0..=5 {
-        let v = y_max * i as f64 / 5.0;
+    for v in y_ticks {
         let _ = writeln!(
             o,
             r##"<line x1="{LEFT}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
@@ -266,8 +290,9 @@ mod tests {
             points: vec![(0.0, 1.0), (2.0, 3.0)],
             dashed: true,
         };
-        let svg = chart("t", "x", "y", &[s], None);
+        let svg = chart("t", "x", "y", std::slice::from_ref(&s), None, false);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(chart("t", "x", "y", &[s], None, true).contains("<polyline"));
         assert!(svg.contains("a&lt;b&gt; produce"));
         assert!(svg.contains("<polyline"));
     }

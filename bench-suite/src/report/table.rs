@@ -28,6 +28,11 @@ fn ms(p: f64) -> Option<f64> {
 
 const ROWS: &[Row] = &[
     Row {
+        name: "target msg/s",
+        value: |r| r.target_rate,
+        unit: Unit::Rate,
+    },
+    Row {
         name: "produce msg/s",
         value: |r| Some(r.produce.msgs_per_sec),
         unit: Unit::Rate,
@@ -170,8 +175,10 @@ pub fn markdown(runs: &[RunSummary]) -> String {
         }
     }
     out.push_str("\nCommands:\n\n");
-    for r in runs {
-        let _ = writeln!(out, "    {}", r.command);
+    let mut commands: Vec<&str> = runs.iter().map(|r| r.command.as_str()).collect();
+    commands.dedup();
+    for c in commands {
+        let _ = writeln!(out, "    {c}");
     }
     out
 }

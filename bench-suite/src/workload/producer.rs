@@ -406,8 +406,9 @@ impl<'a> Producer<'a> {
         if let Some((t, p, e)) = failed.first() {
             if self.reporter.errors == 0 {
                 eprintln!(
-                    "producer {}: produce to {t}/{p} failed with error {e}",
-                    self.ctx.id
+                    "producer {}: produce to {t}/{p} failed: {}",
+                    self.ctx.id,
+                    crate::client::admin::error_name(*e)
                 );
             }
         }
