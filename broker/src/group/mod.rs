@@ -382,7 +382,7 @@ impl GroupCoordinator {
     }
 
     /// A KIP-848 heartbeat. A consumer group is created by its first member's join
-    /// (epoch 0); other heartbeats to a group that does not exist get GROUP_ID_NOT_FOUND.
+    /// (epoch 0).
     pub fn consumer_heartbeat(
         &mut self,
         group_id: &str,
@@ -402,14 +402,24 @@ impl GroupCoordinator {
             return refuse(ErrorCode::InvalidRequest, "the group id is empty");
         }
         let joining = request.member_epoch == consumer::JOIN_GROUP_MEMBER_EPOCH;
+        // A member the group does not know (its group was forgotten, or the broker
+        // restarted: membership is not persisted) is told UNKNOWN_MEMBER_ID, which
+        // clients answer by rejoining; GROUP_ID_NOT_FOUND would be fatal to them.
+        let forgotten = "the member is not in the group: rejoin with epoch 0";
         let group = match self.groups.get_mut(group_id) {
             Some(group) => group,
             None if joining => self.groups.entry(group_id.to_string()).or_default(),
-            None => return refuse(ErrorCode::GroupIdNotFound, "the group does not exist"),
+            None => return refuse(ErrorCode::UnknownMemberId, forgotten),
         };
-        if matches!(group.membership, Membership::None) {
+        let without_members = match &group.membership {
+            Membership::None => true,
+            // An empty classic group (only offsets left) may become a consumer group.
+            Membership::Classic(members) => members.is_empty() && members.next_deadline().is_none(),
+            Membership::Consumer(_) => false,
+        };
+        if without_members {
             if !joining {
-                return refuse(ErrorCode::GroupIdNotFound, "the group has no members");
+                return refuse(ErrorCode::UnknownMemberId, forgotten);
             }
             group.membership = Membership::Consumer(consumer::ConsumerGroup::new(
                 group_id.to_string(),
