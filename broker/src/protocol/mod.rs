@@ -102,7 +102,11 @@ pub fn decode_body(frame: &mut RequestFrame) -> Result<RequestKind, FrameError> 
     // Kafka ignores bytes after the body, and some clients send them (librdkafka 2.16's
     // Metadata v13 for all topics): accept them too.
     if frame.body.has_remaining() {
-        tracing::debug!("{:?} v{version}: ignoring {} trailing bytes", frame.api_key, frame.body.remaining());
+        tracing::debug!(
+            "{:?} v{version}: ignoring {} trailing bytes",
+            frame.api_key,
+            frame.body.remaining()
+        );
     }
     Ok(request)
 }
