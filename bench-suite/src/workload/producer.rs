@@ -160,7 +160,9 @@ impl<'a> Producer<'a> {
         sleep_until(ctx.t0);
         loop {
             let now = now_ns();
-            let generating = now < ctx.end && !ctx.shared.abort.load(Ordering::Relaxed);
+            let generating = self.generated < self.due(ctx.end - 1)
+                && !ctx.shared.abort.load(Ordering::Relaxed)
+                && (self.interval_ns.is_some() || now < ctx.end);
             if generating {
                 self.generate(now)?;
             }
@@ -209,14 +211,11 @@ impl<'a> Producer<'a> {
     /// How long poll may sleep: until the next intended send, linger expiry or tick.
     fn timeout(&self, now: u64, generating: bool) -> u64 {
         let mut wake = self.reporter.deadline().min(now + 100_000_000);
-        if generating {
-            wake = wake.min(self.ctx.end);
-            if !self.blocked {
-                wake = wake.min(match self.interval_ns {
-                    Some(iv) => self.ctx.t0 + (self.generated as f64 * iv) as u64,
-                    None => now,
-                });
-            }
+        if generating && !self.blocked {
+            wake = wake.min(match self.interval_ns {
+                Some(iv) => self.ctx.t0 + (self.generated as f64 * iv) as u64,
+                None => now,
+            });
         }
         for c in &self.conns {
             if c.inflight.len() < self.ctx.scenario.max_in_flight {
@@ -228,13 +227,20 @@ impl<'a> Producer<'a> {
         wake.saturating_sub(now)
     }
 
+    /// Messages of the schedule due by `t` (unbounded at max rate). The schedule covers
+    /// [t0, end): a thread that wakes late near the end still sends everything that was
+    /// due before it, late (and measured so), rather than dropping it.
+    fn due(&self, t: u64) -> u64 {
+        match self.interval_ns {
+            Some(iv) => (t.saturating_sub(self.ctx.t0) as f64 / iv) as u64 + 1,
+            None => u64::MAX,
+        }
+    }
+
     /// Generates the messages that are due (all that fit, at max rate).
     fn generate(&mut self, now: u64) -> Result<()> {
         let s = &self.ctx.scenario;
-        let due = match self.interval_ns {
-            Some(iv) => ((now - self.ctx.t0) as f64 / iv) as u64 + 1,
-            None => u64::MAX,
-        };
+        let due = self.due(now.min(self.ctx.end - 1));
         let ts_ms = wall_ms();
         self.blocked = false;
         // A bounded burst per pass, so responses are read even when far behind schedule.
