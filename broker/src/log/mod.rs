@@ -21,5 +21,6 @@ pub mod segment;
 
 pub use batch::{error_code, validate_batches, BatchError, BatchesSummary, RecordBatchHeader};
 pub use partition_log::{
-    AppendError, AppendInfo, FlushJob, LogConfig, PartitionLog, ReadError, ReadSlice, RecoveryStats,
+    AppendError, AppendInfo, CheckpointJob, FlushJob, LogConfig, PartitionLog, ReadError,
+    ReadSlice, RecoveryStats,
 };

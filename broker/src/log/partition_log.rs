@@ -186,6 +186,25 @@ pub struct RecoveryStats {
     pub bytes_truncated: u64,
 }
 
+/// A recovery point to persist; `Send`, so the blocking write can run off the shard.
+pub struct CheckpointJob {
+    dir: PathBuf,
+    dir_file: Arc<File>,
+    pub recovery_point: i64,
+}
+
+impl CheckpointJob {
+    /// Writes the checkpoint atomically (tmp file, fsync, rename, fsync directory).
+    pub fn write(&self) -> io::Result<()> {
+        let tmp = self.dir.join(RECOVERY_POINT_TMP);
+        let mut file = File::create(&tmp)?;
+        file.write_all(format!("{CHECKPOINT_VERSION}\n{}\n", self.recovery_point).as_bytes())?;
+        file.sync_data()?;
+        fs::rename(&tmp, self.dir.join(RECOVERY_POINT_FILE))?;
+        self.dir_file.sync_all()
+    }
+}
+
 pub struct PartitionLog {
     dir: PathBuf,
     /// The directory itself, for fsyncing new or renamed entries.
@@ -525,14 +544,24 @@ impl PartitionLog {
     /// never trusts a segment that could be incomplete. Blocking; call it
     /// periodically, not per append.
     pub fn write_recovery_checkpoint(&mut self) -> io::Result<i64> {
-        let recovery_point = self.checkpointable_offset();
-        let tmp = self.dir.join(RECOVERY_POINT_TMP);
-        let mut file = File::create(&tmp)?;
-        file.write_all(format!("{CHECKPOINT_VERSION}\n{recovery_point}\n").as_bytes())?;
-        file.sync_data()?;
-        fs::rename(&tmp, self.dir.join(RECOVERY_POINT_FILE))?;
-        self.dir_file.sync_all()?;
-        Ok(recovery_point)
+        let job = self.checkpoint_job();
+        job.write()?;
+        Ok(job.recovery_point)
+    }
+
+    /// The recovery checkpoint to write now, if it moved since the last one: callers
+    /// that must not block run [`CheckpointJob::write`] on another thread.
+    pub fn checkpoint_job_if_moved(&self, last_written: i64) -> Option<CheckpointJob> {
+        let job = self.checkpoint_job();
+        (job.recovery_point != last_written).then_some(job)
+    }
+
+    fn checkpoint_job(&self) -> CheckpointJob {
+        CheckpointJob {
+            dir: self.dir.clone(),
+            dir_file: Arc::clone(&self.dir_file),
+            recovery_point: self.checkpointable_offset(),
+        }
     }
 
     fn checkpointable_offset(&self) -> i64 {

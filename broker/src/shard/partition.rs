@@ -36,6 +36,8 @@ pub struct Partition {
     offline: Cell<bool>,
     counters: PartitionCounters,
     metrics: Rc<ShardMetrics>,
+    /// The recovery point last written, to skip rewriting an unchanged one.
+    checkpointed: Cell<i64>,
 }
 
 impl Partition {
@@ -75,6 +77,7 @@ impl Partition {
             offline: Cell::new(false),
             counters: PartitionCounters::default(),
             metrics,
+            checkpointed: Cell::new(-1),
         })
     }
 
@@ -277,15 +280,25 @@ impl Partition {
         outcome
     }
 
+    /// The periodic flush: fdatasync what acks=0/1 appends left in the page cache, then
+    /// record the new recovery point. Both run on the blocking pool, and only when
+    /// something changed: an idle partition costs nothing.
     pub async fn flush_and_checkpoint(&self) -> std::io::Result<()> {
         if self.flushing.get() {
             return Ok(());
         }
         self.sync_once().await?;
-        self.log
-            .borrow_mut()
-            .write_recovery_checkpoint()
-            .map(|_| ())
+        let Some(job) = self
+            .log
+            .borrow()
+            .checkpoint_job_if_moved(self.checkpointed.get())
+        else {
+            return Ok(());
+        };
+        let point = job.recovery_point;
+        corelog_io::spawn_blocking(move || job.write()).await?;
+        self.checkpointed.set(point);
+        Ok(())
     }
 
     pub fn recovery_stats(&self) -> crate::log::RecoveryStats {
