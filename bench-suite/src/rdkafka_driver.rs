@@ -100,14 +100,25 @@ pub fn produce(ctx: WorkerCtx) -> Result<()> {
     let interval = ctx.rate.map(|r| 1e9 / r);
     // Keyless messages stay on one partition for about a batch, like the built-in client.
     let per_batch = (s.batch_size / max_size.max(1)).max(1) as u64;
+    let header_keys: Vec<String> = (0..s.headers).map(|i| format!("h{i}")).collect();
+    // As in the built-in producer, the whole schedule of [t0, end) is sent, late if need be.
+    let due_by = |t: u64| {
+        interval.map_or(u64::MAX, |iv| {
+            (t.min(ctx.end - 1).saturating_sub(ctx.t0) as f64 / iv) as u64 + 1
+        })
+    };
     let mut generated = 0u64;
     sleep_until(ctx.t0);
     loop {
         let now = now_ns();
-        if now >= ctx.end || ctx.shared.abort.load(Ordering::Relaxed) {
+        let finished = match interval {
+            Some(_) => generated >= due_by(ctx.end),
+            None => now >= ctx.end,
+        };
+        if finished || ctx.shared.abort.load(Ordering::Relaxed) {
             break;
         }
-        let due = interval.map_or(u64::MAX, |iv| ((now - ctx.t0) as f64 / iv) as u64 + 1);
+        let due = due_by(now);
         let mut budget = 16_384;
         while generated < due && budget > 0 {
             budget -= 1;
@@ -123,21 +134,23 @@ pub fn produce(ctx: WorkerCtx) -> Result<()> {
                 None => parts[(generated / per_batch) as usize % parts.len()],
             };
             let info = &ctx.layout.partitions[p];
-            let mut headers = OwnedHeaders::new();
-            for i in 0..s.headers {
-                headers = headers.insert(Header {
-                    key: &format!("h{i}"),
-                    value: Some(&u64::from(i).to_le_bytes()),
-                });
-            }
-            let key_bytes = key.map(|k| keys.key_bytes(k).to_vec());
             let mut record =
                 BaseRecord::with_opaque_to(&ctx.layout.topics[info.topic], intended as usize)
                     .partition(info.partition)
-                    .payload(&value[..])
-                    .headers(headers);
-            if let Some(k) = &key_bytes {
-                record = record.key(&k[..]);
+                    .payload(&value[..]);
+            if !header_keys.is_empty() {
+                // librdkafka copies headers into a list of its own per message.
+                let mut headers = OwnedHeaders::new_with_capacity(header_keys.len());
+                for (i, k) in header_keys.iter().enumerate() {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(&(i as u64).to_le_bytes()),
+                    });
+                }
+                record = record.headers(headers);
+            }
+            if let Some(k) = key {
+                record = record.key(keys.key_bytes(k));
             }
             match producer.send(record) {
                 Ok(()) => {
