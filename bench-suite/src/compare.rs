@@ -38,13 +38,15 @@ impl FromStr for Target {
     }
 }
 
-/// Runs `scenario` against each target, in order.
+/// Runs `scenario` against each target, in order. A target that fails is reported (as
+/// `name: error`) and the others still run, so one broken peer hides no one's figures.
 pub fn compare(
     scenario: &Scenario,
     targets: &[Target],
     base: &RunOptions,
-) -> Result<Vec<RunSummary>> {
+) -> (Vec<RunSummary>, Vec<String>) {
     let mut runs = Vec::new();
+    let mut failures = Vec::new();
     for t in targets {
         if base.progress {
             eprintln!("== {} ({}) ==", t.name, t.bootstrap);
@@ -55,9 +57,15 @@ pub fn compare(
             broker_pid: t.pid,
             ..base.clone()
         };
-        runs.push(run(scenario, &opts).with_context(|| format!("target {}", t.name))?);
+        match run(scenario, &opts) {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                eprintln!("Error: target {}: {e:#}", t.name);
+                failures.push(format!("{}: {e:#}", t.name));
+            }
+        }
     }
-    Ok(runs)
+    (runs, failures)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use corelog_bench::client::batch::Compression;
 use corelog_bench::compare::{compare, Target};
-use corelog_bench::report::{self, table, RunSummary};
+use corelog_bench::report::{self, table};
 use corelog_bench::workload::runner::{Driver, RunOptions};
 use corelog_bench::workload::scenario::{
     Acks, KeyDistribution, MessageSize, Rate, Scenario, BUILT_IN,
@@ -203,8 +203,10 @@ fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> 
         progress: !common.quiet,
         command,
     };
-    let runs: Vec<RunSummary> = compare(&scenario, &targets, &base)?;
-    println!("{}", table::table(&runs));
+    let (runs, failures) = compare(&scenario, &targets, &base);
+    if !runs.is_empty() {
+        println!("{}", table::table(&runs));
+    }
     for r in &runs {
         for n in &r.notes {
             println!("- {}: {n}", r.target);
@@ -214,15 +216,19 @@ fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> 
         let dir = common
             .out
             .unwrap_or_else(|| PathBuf::from("bench-results").join(report::timestamp()));
-        let stem = runs
+        let stem = targets
             .iter()
-            .map(|r| r.target.as_str())
+            .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
             .join("-vs-");
-        let files = report::write_files(&dir, &format!("{}-{stem}", scenario.name), &runs)?;
+        let stem = format!("{}-{stem}", scenario.name);
+        let files = report::write_files(&dir, &stem, &scenario, &runs, &failures, &base.command)?;
         for f in files {
             println!("wrote {}", f.display());
         }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{} of {} targets failed", failures.len(), targets.len());
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub struct NullStats {
 /// The versions served: the ranges the generator's client speaks.
 const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 8),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 1, 12),
     (ApiKey::ApiVersions, 0, 3),

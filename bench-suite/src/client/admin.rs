@@ -32,15 +32,16 @@ pub struct Versions {
     pub create_topics: i16,
 }
 
-/// Versions this client implements. Fetch stops at 12, the last version with topic names
-/// (13+ need topic ids); Produce is limited by the hand-written encoder.
+/// Versions this client implements. Fetch stops at 11, the last non-flexible version: no
+/// tagged fields to trip over (Tansu 0.6 sends tags at v12 that kafka-protocol refuses), and
+/// topic names rather than ids (13+); Produce is limited by the hand-written encoder.
 const OURS: [(ApiKey, i16, i16); 5] = [
     (
         ApiKey::Produce,
         *produce::VERSIONS.start(),
         *produce::VERSIONS.end(),
     ),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Fetch, 4, 11),
     (ApiKey::Metadata, 1, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::CreateTopics, 2, 7),

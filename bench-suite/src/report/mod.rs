@@ -117,15 +117,23 @@ pub struct RunSummary {
     pub command: String,
 }
 
-/// The files a report writes into `dir`, named after `stem`.
-pub fn write_files(dir: &Path, stem: &str, runs: &[RunSummary]) -> Result<Vec<PathBuf>> {
+/// The files a report writes into `dir`, named after `stem`: markdown (with the failed
+/// targets), JSON of every figure, and the two plots.
+pub fn write_files(
+    dir: &Path,
+    stem: &str,
+    scenario: &Scenario,
+    runs: &[RunSummary],
+    failures: &[String],
+    command: &str,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = dir.join(format!("{stem}.json"));
     let md = dir.join(format!("{stem}.md"));
     let latency = dir.join(format!("{stem}-latency.svg"));
     let throughput = dir.join(format!("{stem}-throughput.svg"));
     std::fs::write(&json, serde_json::to_string_pretty(runs)?)?;
-    std::fs::write(&md, table::markdown(runs))?;
+    std::fs::write(&md, table::markdown(scenario, runs, failures, command))?;
     std::fs::write(&latency, svg::latency_spectrum(runs))?;
     std::fs::write(&throughput, svg::throughput(runs))?;
     Ok(vec![md, json, latency, throughput])

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::RunSummary;
+use crate::workload::scenario::Scenario;
 
 /// A figure of a run, and whether a larger value is better (for the ratio's reading).
 struct Row {
@@ -138,18 +139,19 @@ fn fmt(v: f64, unit: Unit) -> String {
     }
 }
 
-/// A markdown report: a heading with the scenario, the table, notes and the commands.
-pub fn markdown(runs: &[RunSummary]) -> String {
+/// A markdown report: a heading with the scenario, the table, notes, the targets that
+/// failed and the command.
+pub fn markdown(s: &Scenario, runs: &[RunSummary], failures: &[String], command: &str) -> String {
     let mut out = String::new();
-    let Some(first) = runs.first() else {
-        return out;
-    };
-    let s = &first.scenario;
     let _ = writeln!(out, "## {}\n\n{}\n", s.name, s.description);
+    let rate = match runs.first().and_then(|r| r.target_rate) {
+        Some(r) => format!("{r:.0} msg/s open loop"),
+        None => s.rate.to_string(),
+    };
     let _ = writeln!(
         out,
         "{} topic(s) x {} partitions, {} producer(s) x {} connection(s), {} consumer(s), \
-         messages {}, acks={}, batch {} B, linger {} ms, compression {:?}, rate {}, \
+         messages {}, acks={}, batch {} B, linger {} ms, compression {:?}, rate {rate}, \
          {} s ({} s warm-up)\n",
         s.topics,
         s.partitions,
@@ -161,25 +163,21 @@ pub fn markdown(runs: &[RunSummary]) -> String {
         s.batch_size,
         s.linger_ms,
         s.compression,
-        first
-            .target_rate
-            .map(|r| format!("{r:.0} msg/s open loop"))
-            .unwrap_or_else(|| "max".into()),
         s.duration_secs,
         s.warmup_secs,
     );
-    out.push_str(&table(runs));
+    if !runs.is_empty() {
+        out.push_str(&table(runs));
+    }
     for r in runs {
         for n in &r.notes {
             let _ = writeln!(out, "\n- {}: {n}", r.target);
         }
     }
-    out.push_str("\nCommands:\n\n");
-    let mut commands: Vec<&str> = runs.iter().map(|r| r.command.as_str()).collect();
-    commands.dedup();
-    for c in commands {
-        let _ = writeln!(out, "    {c}");
+    for f in failures {
+        let _ = writeln!(out, "\n- FAILED {f}");
     }
+    let _ = writeln!(out, "\nCommand:\n\n    {command}");
     out
 }
 
