@@ -18,6 +18,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    raise_open_file_limit();
     let clean_start = take_clean_shutdown_marker(&config.data_dir)?;
     let cluster_id: Arc<str> = load_cluster_id(&config.data_dir, config.node_id)?.into();
     // Read the registry before starting shards, so a corrupt one fails the start loudly.
@@ -157,6 +158,31 @@ fn warn_about_host(cpus: &[usize], data_dir: &std::path::Path) {
                 finding.current,
                 finding.recommended
             );
+        }
+    }
+}
+
+/// Lifts the soft open-file limit to the hard one: each partition holds its directory and
+/// segment files open, and each client a socket; the usual soft limit of 1024 runs out
+/// at a few hundred partitions.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(
+                    from = soft,
+                    to = limit.rlim_max,
+                    "raised the open-file limit"
+                );
+            }
         }
     }
 }
