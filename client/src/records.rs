@@ -21,10 +21,11 @@ pub struct ProduceOptions {
     pub timeout_ms: i32,
 }
 
-/// A record to produce. Batch fields are filled in when the batch is encoded.
+/// A record to produce (`value: None` is a tombstone). Batch fields are filled in when
+/// the batch is encoded.
 pub fn record(
     key: Option<Bytes>,
-    value: Bytes,
+    value: Option<Bytes>,
     headers: &[(StrBytes, Bytes)],
     timestamp_ms: i64,
 ) -> Record {
@@ -40,7 +41,7 @@ pub fn record(
         sequence: -1,
         timestamp: timestamp_ms,
         key,
-        value: Some(value),
+        value,
         headers: headers
             .iter()
             .map(|(k, v)| (k.clone(), Some(v.clone())))
@@ -176,7 +177,7 @@ const PARTITION_MAX_BYTES: i32 = 4 << 20;
 /// Encodes `records` as one record batch v2. Offsets and sequences are numbered so the
 /// encoder keeps them in one batch, with base sequence -1 as non-idempotent producers
 /// send.
-fn encode_batch(
+pub fn encode_batch(
     records: &mut [Record],
     compression: Compression,
     encoded: &mut BytesMut,
@@ -274,7 +275,7 @@ mod tests {
     fn batch_of(values: &[&str], compression: Compression) -> Bytes {
         let mut records: Vec<Record> = values
             .iter()
-            .map(|v| record(None, Bytes::copy_from_slice(v.as_bytes()), &[], 1))
+            .map(|v| record(None, Some(Bytes::copy_from_slice(v.as_bytes())), &[], 1))
             .collect();
         encode_batch(&mut records, compression, &mut BytesMut::new()).unwrap()
     }

@@ -163,7 +163,7 @@ impl Producer {
             (None, Some(key)) => partition_for_key(key, self.topic.partitions.len() as i32),
             (None, None) => self.round_robin,
         };
-        let record = record(key, value, &self.headers, now_ms());
+        let record = record(key, Some(value), &self.headers, now_ms());
         self.pending.entry(partition).or_default().push(record);
         self.buffered += 1;
     }

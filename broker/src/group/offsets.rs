@@ -8,9 +8,8 @@
 //! Keys of other versions (group metadata, v2) are skipped on load.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use corelog_client::records::record;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 /// Kafka's name, so clients that special-case it (is_internal) behave.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -137,37 +136,15 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetChange> {
 
 /// Encodes offset changes as one record batch v2 for the offsets topic.
 pub fn encode_batch(changes: &[OffsetChange], now_ms: i64) -> Bytes {
-    let records: Vec<Record> = changes
+    let mut records: Vec<_> = changes
         .iter()
-        .enumerate()
-        .map(|(i, change)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence constant keeps every record in one batch.
-            sequence: i as i32,
-            timestamp: now_ms,
-            key: Some(encode_key(change)),
-            value: change.value.as_ref().map(encode_value),
-            headers: Default::default(),
+        .map(|change| {
+            let value = change.value.as_ref().map(encode_value);
+            record(Some(encode_key(change)), value, &[], now_ms)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("offset records always encode");
-    buf.freeze()
+    corelog_client::records::encode_batch(&mut records, Compression::None, &mut BytesMut::new())
+        .expect("offset records always encode")
 }
 
 /// Decodes every offset change in a run of record batches read back from the log.

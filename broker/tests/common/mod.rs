@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 pub struct Broker {
     child: Option<Child>,
@@ -351,38 +349,17 @@ pub fn batch(values: &[&str]) -> Bytes {
 }
 
 pub fn batch_with(values: &[&str], compression: Compression) -> Bytes {
-    let records: Vec<Record> = values
+    let mut records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence must be constant or the encoder splits the batch.
-            sequence: i as i32,
+        .map(|(i, value)| {
+            let key = Bytes::from(format!("k{i}"));
+            let value = Bytes::copy_from_slice(value.as_bytes());
             // Now: an old timestamp would make time-based retention delete the data.
-            timestamp: now_ms() + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: Default::default(),
+            corelog_client::records::record(Some(key), Some(value), &[], now_ms() + i as i64)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    corelog_client::records::encode_batch(&mut records, compression, &mut BytesMut::new()).unwrap()
 }
 
 /// Batch bytes with the fields the broker assigns (base offset, leader epoch) zeroed, to
