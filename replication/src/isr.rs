@@ -1,0 +1,1 @@
+//! Leader-side follower tracking: high watermark and ISR shrink/expand decisions.

@@ -1,0 +1,1 @@
+//! Replicated log on raft-rs: storage, transport, node.
