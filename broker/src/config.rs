@@ -34,6 +34,39 @@ pub struct BrokerConfig {
     pub fetch_zero_copy_min_bytes: Option<usize>,
     /// Where the metrics/health HTTP endpoint listens, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    pub cluster: ClusterSettings,
+}
+
+/// How this broker takes part in a cluster: the controller quorum it belongs to, how peers
+/// reach it for replication, and the replication and failover timings.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Every controller as `(node id, address this broker uses to reach it)`. Empty: a
+    /// single-node cluster whose quorum is this broker alone.
+    pub voters: Vec<(i32, String)>,
+    /// Where this broker's controller listens for its peers.
+    pub controller_listen: Option<SocketAddr>,
+    /// A second Kafka listener for follower fetches, so replication traffic can be
+    /// separated (and, in tests, put behind a fault-injecting proxy).
+    pub inter_broker_listen: Option<SocketAddr>,
+    /// host:port followers connect to for replication.
+    pub inter_broker_advertised: (String, u16),
+    /// Source address of this broker's connections to its peers.
+    pub inter_broker_bind: Option<std::net::IpAddr>,
+    pub rack: Option<String>,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u64,
+    pub replica_fetch_max_bytes: usize,
+    /// Fetch requests a follower keeps in flight per leader connection.
+    pub replica_fetch_pipeline_depth: usize,
+    pub unclean_leader_election: bool,
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval_ms: u64,
+    pub offsets_topic_replication_factor: i16,
+    /// Default of the topic setting of the same name.
+    pub min_insync_replicas: i32,
 }
 
 /// Consumer group settings, Kafka's names and defaults.
@@ -77,7 +110,92 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "default.replication.factor",
         default: "1",
-        doc: "Replication factor of auto-created topics.",
+        doc: "Replication factor of topics created without one (auto-created or -1).",
+    },
+    SettingSpec {
+        name: "min.insync.replicas",
+        default: "1",
+        doc: "Default of the topic setting: replicas that must hold a batch before acks=all is answered.",
+    },
+    SettingSpec {
+        name: "controller.quorum.voters",
+        default: "",
+        doc: "Controllers as id@host:port,... (empty: this broker alone is the quorum).",
+    },
+    SettingSpec {
+        name: "controller.listen",
+        default: "",
+        doc: "host:port this broker's controller listens on for its peers.",
+    },
+    SettingSpec {
+        name: "inter.broker.listen",
+        default: "",
+        doc: "host:port of a second Kafka listener for follower fetches (empty: the client listener).",
+    },
+    SettingSpec {
+        name: "inter.broker.advertised",
+        default: "",
+        doc: "host:port followers connect to (defaults to inter.broker.listen, else the advertised listener).",
+    },
+    SettingSpec {
+        name: "inter.broker.bind.address",
+        default: "",
+        doc: "Source IP of connections to other brokers (empty: the kernel's choice).",
+    },
+    SettingSpec {
+        name: "broker.rack",
+        default: "",
+        doc: "Rack of this broker; replicas of a partition are spread over racks.",
+    },
+    SettingSpec {
+        name: "broker.session.timeout.ms",
+        default: "9000",
+        doc: "A broker without a heartbeat for this long is fenced and loses its leaderships.",
+    },
+    SettingSpec {
+        name: "broker.heartbeat.interval.ms",
+        default: "2000",
+        doc: "How often a broker heartbeats to the active controller.",
+    },
+    SettingSpec {
+        name: "replica.lag.time.max.ms",
+        default: "30000",
+        doc: "A follower not caught up for this long leaves the ISR.",
+    },
+    SettingSpec {
+        name: "replica.fetch.wait.max.ms",
+        default: "500",
+        doc: "Long-poll wait of follower fetches.",
+    },
+    SettingSpec {
+        name: "replica.fetch.max.bytes",
+        default: "1048576",
+        doc: "Bytes a follower asks for per partition and fetch.",
+    },
+    SettingSpec {
+        name: "replica.fetch.pipeline.depth",
+        default: "2",
+        doc: "Follower fetches in flight per leader connection (partitions are split between them).",
+    },
+    SettingSpec {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        doc: "Elect a replica outside the ISR when no ISR member is alive (may lose acknowledged data).",
+    },
+    SettingSpec {
+        name: "auto.leader.rebalance.enable",
+        default: "true",
+        doc: "Move leadership back to each partition's preferred replica when it is in sync.",
+    },
+    SettingSpec {
+        name: "leader.imbalance.check.interval.seconds",
+        default: "300",
+        doc: "How often the controller rebalances leaders.",
+    },
+    SettingSpec {
+        name: "offsets.topic.replication.factor",
+        default: "3",
+        doc: "Replication factor of __consumer_offsets (capped at the number of controllers).",
     },
     SettingSpec {
         name: "auto.create.topics.enable",
@@ -232,6 +350,7 @@ impl BrokerConfig {
         if message_max_bytes + 1024 > socket_request_max_bytes {
             bail!("message.max.bytes ({message_max_bytes}) must be well below socket.request.max.bytes ({socket_request_max_bytes})");
         }
+        let cluster = ClusterSettings::load(get, (&advertised_host, advertised_port))?;
         Ok(BrokerConfig {
             listen,
             advertised_host,
@@ -239,7 +358,7 @@ impl BrokerConfig {
             data_dir,
             node_id: parse_in("node.id", get, 0, i32::MAX)?,
             num_partitions: parse_in("num.partitions", get, 1, crate::metadata::MAX_PARTITIONS)?,
-            default_replication_factor: parse_in("default.replication.factor", get, 1, 1)?,
+            default_replication_factor: parse_in("default.replication.factor", get, 1, 16)?,
             auto_create_topics: parse_bool(
                 "auto.create.topics.enable",
                 get.get("auto.create.topics.enable"),
@@ -308,6 +427,7 @@ impl BrokerConfig {
                     i32::MAX,
                 )?,
             },
+            cluster,
         })
     }
 
@@ -353,10 +473,135 @@ impl BrokerConfig {
             "group.consumer.heartbeat.interval.ms" => {
                 self.groups.consumer_heartbeat_interval_ms.to_string()
             }
+            name => return self.cluster.value_of(name),
+        };
+        Some(value)
+    }
+}
+
+impl ClusterSettings {
+    fn load(get: &Settings, advertised: (&str, u16)) -> anyhow::Result<ClusterSettings> {
+        let address = |name: &str| -> anyhow::Result<Option<SocketAddr>> {
+            match get.get(name) {
+                "" => Ok(None),
+                text => text
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| anyhow!("setting `{name}`: `{text}` is not an ip:port address")),
+            }
+        };
+        let voters = parse_voters(get.get("controller.quorum.voters"))?;
+        let controller_listen = address("controller.listen")?;
+        if !voters.is_empty() && controller_listen.is_none() {
+            bail!("setting `controller.listen` is required with `controller.quorum.voters`");
+        }
+        let inter_broker_listen = address("inter.broker.listen")?;
+        let inter_broker_advertised =
+            match (get.get("inter.broker.advertised"), inter_broker_listen) {
+                ("", Some(own)) => (advertised_host_for(&own), own.port()),
+                ("", None) => (advertised.0.to_string(), advertised.1),
+                (text, _) => parse_host_port("inter.broker.advertised", text)?,
+            };
+        Ok(ClusterSettings {
+            voters,
+            controller_listen,
+            inter_broker_listen,
+            inter_broker_advertised,
+            inter_broker_bind: match get.get("inter.broker.bind.address") {
+                "" => None,
+                text => Some(text.parse().map_err(|_| {
+                    anyhow!("setting `inter.broker.bind.address`: `{text}` is not an IP address")
+                })?),
+            },
+            rack: Some(get.get("broker.rack").to_string()).filter(|r| !r.is_empty()),
+            session_timeout_ms: parse_in("broker.session.timeout.ms", get, 100, 3_600_000)?,
+            heartbeat_interval_ms: parse_in("broker.heartbeat.interval.ms", get, 10, 600_000)?,
+            replica_lag_time_max_ms: parse_in("replica.lag.time.max.ms", get, 100, 3_600_000)?,
+            replica_fetch_wait_max_ms: parse_in("replica.fetch.wait.max.ms", get, 0, 60_000)?,
+            replica_fetch_max_bytes: parse_in("replica.fetch.max.bytes", get, 1024, 1 << 28)?,
+            replica_fetch_pipeline_depth: parse_in("replica.fetch.pipeline.depth", get, 1, 16)?,
+            unclean_leader_election: parse_bool(
+                "unclean.leader.election.enable",
+                get.get("unclean.leader.election.enable"),
+            )?,
+            auto_leader_rebalance: parse_bool(
+                "auto.leader.rebalance.enable",
+                get.get("auto.leader.rebalance.enable"),
+            )?,
+            leader_imbalance_check_interval_ms: parse_in::<u64>(
+                "leader.imbalance.check.interval.seconds",
+                get,
+                1,
+                86_400,
+            )? * 1000,
+            offsets_topic_replication_factor: parse_in(
+                "offsets.topic.replication.factor",
+                get,
+                1,
+                16,
+            )?,
+            min_insync_replicas: parse_in("min.insync.replicas", get, 1, 16)?,
+        })
+    }
+}
+
+impl ClusterSettings {
+    fn value_of(&self, name: &str) -> Option<String> {
+        let address = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let value = match name {
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "controller.quorum.voters" => self
+                .voters
+                .iter()
+                .map(|(id, address)| format!("{id}@{address}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "controller.listen" => address(self.controller_listen),
+            "inter.broker.listen" => address(self.inter_broker_listen),
+            "inter.broker.advertised" => format!(
+                "{}:{}",
+                self.inter_broker_advertised.0, self.inter_broker_advertised.1
+            ),
+            "inter.broker.bind.address" => self
+                .inter_broker_bind
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            "broker.rack" => self.rack.clone().unwrap_or_default(),
+            "broker.session.timeout.ms" => self.session_timeout_ms.to_string(),
+            "broker.heartbeat.interval.ms" => self.heartbeat_interval_ms.to_string(),
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms.to_string(),
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes.to_string(),
+            "replica.fetch.pipeline.depth" => self.replica_fetch_pipeline_depth.to_string(),
+            "unclean.leader.election.enable" => self.unclean_leader_election.to_string(),
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance.to_string(),
+            "leader.imbalance.check.interval.seconds" => {
+                (self.leader_imbalance_check_interval_ms / 1000).to_string()
+            }
+            "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             _ => return None,
         };
         Some(value)
     }
+}
+
+/// `1@host:port,2@host:port`: distinct ids, each with an address.
+fn parse_voters(text: &str) -> anyhow::Result<Vec<(i32, String)>> {
+    let mut voters: Vec<(i32, String)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, address) = item.split_once('@').ok_or_else(|| {
+            anyhow!("setting `controller.quorum.voters`: `{item}` is not id@host:port")
+        })?;
+        let id: i32 = id.parse().ok().filter(|id| *id >= 0).ok_or_else(|| {
+            anyhow!("setting `controller.quorum.voters`: bad node id in `{item}`")
+        })?;
+        let (host, port) = parse_host_port("controller.quorum.voters", address)?;
+        if voters.iter().any(|(known, _)| *known == id) {
+            bail!("setting `controller.quorum.voters`: node id {id} appears twice");
+        }
+        voters.push((id, format!("{host}:{port}")));
+    }
+    Ok(voters)
 }
 
 fn known_names() -> String {
@@ -451,14 +696,18 @@ fn parse_advertised(value: &str) -> anyhow::Result<(String, u16)> {
     if address.contains(',') || address.contains("://") {
         bail!("setting `advertised.listeners`: only one PLAINTEXT listener is supported, got `{value}`");
     }
-    let (host, port) = address
+    parse_host_port("advertised.listeners", address)
+}
+
+fn parse_host_port(name: &str, value: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = value
         .rsplit_once(':')
-        .ok_or_else(|| anyhow!("setting `advertised.listeners`: `{value}` has no :port"))?;
+        .ok_or_else(|| anyhow!("setting `{name}`: `{value}` has no :port"))?;
     let port = port
         .parse()
-        .map_err(|_| anyhow!("setting `advertised.listeners`: bad port in `{value}`"))?;
+        .map_err(|_| anyhow!("setting `{name}`: bad port in `{value}`"))?;
     if host.is_empty() {
-        bail!("setting `advertised.listeners`: `{value}` has no host");
+        bail!("setting `{name}`: `{value}` has no host");
     }
     Ok((host.to_string(), port))
 }

@@ -97,7 +97,7 @@ pub const TOPIC_SETTINGS: &[TopicSetting] = &[
     },
     TopicSetting {
         name: "min.insync.replicas",
-        broker_setting: None,
+        broker_setting: Some("min.insync.replicas"),
     },
 ];
 
@@ -110,7 +110,6 @@ pub fn topic_setting_default(broker: &BrokerConfig, setting: &TopicSetting) -> S
         None => match setting.name {
             "cleanup.policy" => "delete".into(),
             "message.timestamp.type" => "CreateTime".into(),
-            "min.insync.replicas" => "1".into(),
             other => unreachable!("topic setting {other} has no default"),
         },
     }
@@ -155,7 +154,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 pub fn resolve_topic(broker: &BrokerConfig, record: TopicRecord) -> Result<TopicMeta, TopicError> {
     let invalid = |message: String| TopicError::new(ErrorCode::InvalidConfig, message);
     let mut log_config = broker.log.clone();
-    let mut min_insync_replicas = 1;
+    let mut min_insync_replicas = broker.cluster.min_insync_replicas;
     for (name, value) in &record.configs {
         let number = || -> Result<i64, TopicError> {
             value
