@@ -150,6 +150,21 @@ where
         }))
     }
 
+    /// Keeps the leading entries that satisfy `keep` (entries are sorted, so that is a
+    /// prefix), cutting the file if it held more.
+    fn truncate_prefix(&mut self, keep: impl Fn(&E) -> bool) -> io::Result<()> {
+        let len = self.entries.partition_point(keep);
+        if len >= self.entries.len() {
+            return Ok(());
+        }
+        self.entries.truncate(len);
+        if self.persisted > len {
+            self.file.set_len((len * Self::ENTRY_SIZE) as u64)?;
+            self.persisted = len;
+        }
+        Ok(())
+    }
+
     /// Writes the entries added since the last call, in one `pwrite`.
     fn write_pending(&mut self) -> io::Result<()> {
         let pending = &self.entries[self.persisted..];
@@ -272,6 +287,13 @@ impl OffsetIndex {
             .map(|i| u64::from(self.inner.entries[i].position.get()))
     }
 
+    /// Removes the entries for offsets `>= offset` (the log was truncated there).
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        let rel = offset.saturating_sub(self.base_offset);
+        self.inner
+            .truncate_prefix(|e| i64::from(e.relative_offset.get()) < rel)
+    }
+
     pub fn last_entry(&self) -> Option<IndexEntry> {
         self.inner.entries.last().map(|e| IndexEntry {
             offset: self.base_offset + i64::from(e.relative_offset.get()),
@@ -370,6 +392,13 @@ impl TimeIndex {
             .partition_point(|e| e.timestamp.get() <= target);
         n.checked_sub(1)
             .map(|i| self.to_abs(&self.inner.entries[i]))
+    }
+
+    /// Removes the entries pointing at offsets `>= offset` (the log was truncated there).
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        let rel = offset.saturating_sub(self.base_offset);
+        self.inner
+            .truncate_prefix(|e| i64::from(e.relative_offset.get()) < rel)
     }
 
     pub fn last_entry(&self) -> Option<(i64, i64)> {

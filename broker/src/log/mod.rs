@@ -3,8 +3,10 @@
 //! * [`batch`]: v2 record batch header view and produce-payload validation.
 //! * [`index`]: sparse `.index` / `.timeindex` files.
 //! * [`segment`]: one `.log` segment with its indexes: append, find, recovery.
+//! * [`leader_epoch`]: the leader epoch cache and its `leader-epoch-checkpoint` file.
 //! * [`partition_log`]: the segments of a partition: append with offset
-//!   assignment and rolling, reads, timestamp lookups, flush, retention.
+//!   assignment and rolling, follower appends and truncation, reads, timestamp
+//!   lookups, flush, retention.
 //!
 //! Batches are stored byte-for-byte as received except `baseOffset` and
 //! `partitionLeaderEpoch`, which are replaced during the vectored write.
@@ -16,6 +18,7 @@
 pub mod batch;
 mod fileio;
 pub mod index;
+pub mod leader_epoch;
 pub mod partition_log;
 pub mod segment;
 

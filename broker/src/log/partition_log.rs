@@ -10,7 +10,10 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
-use super::batch::{error_code, validate_batches, BatchError, BatchIter, NO_TIMESTAMP};
+use super::batch::{
+    error_code, validate_batches, BatchError, BatchIter, BatchesSummary, NO_TIMESTAMP,
+};
+use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::segment::{
     parse_segment_name, system_time_ms, LogSegment, RecoveryOutcome, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
@@ -79,6 +82,10 @@ pub enum AppendError {
     /// relative offsets.
     #[error("append of {records} offsets at {log_end_offset} overflows the offset space")]
     OffsetOverflow { log_end_offset: i64, records: i64 },
+    /// A replicated append must continue the log exactly: its batches start at the log
+    /// end offset and follow each other without gaps.
+    #[error("replicated batch at offset {found} does not follow offset {expected}")]
+    NotContiguous { expected: i64, found: i64 },
     #[error("log write failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -88,6 +95,7 @@ impl AppendError {
         match self {
             AppendError::Batch(e) => e.kafka_error_code(),
             AppendError::OffsetOverflow { .. } => error_code::INVALID_RECORD,
+            AppendError::NotContiguous { .. } => error_code::OFFSET_OUT_OF_RANGE,
             AppendError::Io(_) => error_code::KAFKA_STORAGE_ERROR,
         }
     }
@@ -145,6 +153,9 @@ pub struct FlushJob {
     files: Vec<Arc<File>>,
     dir: Option<Arc<File>>,
     log_end_offset: i64,
+    /// The log's truncation count when the job was made: a job that ran across a
+    /// truncation may have synced offsets that were cut and written anew since.
+    truncations: u64,
     /// Base offset of the active segment when the job was made: the job
     /// syncs the indexes of every inactive segment below it, and (if `dir`
     /// is set) the directory entries of every segment up to it.
@@ -220,6 +231,18 @@ pub struct PartitionLog {
     /// Segments with a base offset below this have fsynced directory entries.
     dir_durable_below: i64,
     recovery: RecoveryStats,
+    epochs: LeaderEpochCache,
+    /// Truncations so far; see [`FlushJob::truncations`].
+    truncations: u64,
+}
+
+/// How an append sets the offsets and leader epochs of its batches.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// A produce on the leader: offsets from the log end, this epoch on every batch.
+    Assign(i32),
+    /// A follower copying the leader: both kept as they are.
+    Keep,
 }
 
 impl PartitionLog {
@@ -267,6 +290,7 @@ impl PartitionLog {
         }
         let log_end_offset = segments.last().map_or(0, LogSegment::next_offset);
         let log_start_offset = segments.first().map_or(0, LogSegment::base_offset);
+        let epochs = load_epochs(dir, &segments)?;
         // Recovered segments may hold data, truncations and directory entries
         // that only lived in the page cache: the first flush job syncs them.
         let not_durable_from = first_recovered.unwrap_or(log_start_offset);
@@ -286,6 +310,8 @@ impl PartitionLog {
             indexes_durable_below: not_durable_from,
             dir_durable_below: not_durable_from,
             recovery,
+            epochs,
+            truncations: 0,
         })
     }
 
@@ -299,6 +325,34 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
         let summary = validate_batches(records, self.config.max_message_bytes)?;
+        self.write(records, &summary, Stamp::Assign(leader_epoch), now_ms)
+    }
+
+    /// A follower's append of batches fetched from the leader: validated like a produce,
+    /// but stored byte-for-byte, with the leader's offsets and epochs. The first batch
+    /// must start at the log end offset and each next one where the previous ended;
+    /// otherwise nothing is written and the caller re-fetches (or truncates) first.
+    pub fn append_replicated(&mut self, records: &Bytes) -> Result<AppendInfo, AppendError> {
+        let summary = validate_batches(records, self.config.max_message_bytes)?;
+        let mut expected = self.log_end_offset();
+        for (header, _) in BatchIter::new(records) {
+            let found = header.base_offset.get();
+            if found != expected {
+                return Err(AppendError::NotContiguous { expected, found });
+            }
+            expected = found.saturating_add(header.offset_count());
+        }
+        let now_ms = system_time_ms(SystemTime::now());
+        self.write(records, &summary, Stamp::Keep, now_ms)
+    }
+
+    fn write(
+        &mut self,
+        records: &Bytes,
+        summary: &BatchesSummary,
+        stamp: Stamp,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset.checked_add(summary.record_count - 1).ok_or(
             AppendError::OffsetOverflow {
@@ -314,8 +368,14 @@ impl PartitionLog {
                 records: summary.record_count,
             });
         }
-        let active = self.active_mut();
-        let position = active.append(records, base_offset, leader_epoch)?;
+        let position = match stamp {
+            Stamp::Assign(epoch) => {
+                let position = self.active_mut().append(records, base_offset, epoch)?;
+                self.epochs.assign(epoch, base_offset)?;
+                position
+            }
+            Stamp::Keep => self.write_epoch_runs(records)?,
+        };
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -330,6 +390,28 @@ impl PartitionLog {
             segment_base_offset: self.active().base_offset(),
             position,
         })
+    }
+
+    /// Writes replicated batches one run of equal leader epochs at a time: restamping
+    /// a contiguous run with its own first offset and epoch reproduces its bytes
+    /// exactly, and each new epoch enters the cache once its batches are in the log.
+    fn write_epoch_runs(&mut self, records: &[u8]) -> Result<u64, AppendError> {
+        let mut start = None;
+        let mut rest = records;
+        while let Some((first, _)) = BatchIter::new(rest).next() {
+            let epoch = first.partition_leader_epoch.get();
+            let base_offset = first.base_offset.get();
+            let run_len: usize = BatchIter::new(rest)
+                .take_while(|(h, _)| h.partition_leader_epoch.get() == epoch)
+                .map(|(_, batch)| batch.len())
+                .sum();
+            let (run, tail) = rest.split_at(run_len);
+            let position = self.active_mut().append(run, base_offset, epoch)?;
+            start.get_or_insert(position);
+            self.epochs.assign(epoch, base_offset)?;
+            rest = tail;
+        }
+        Ok(start.unwrap_or_else(|| self.active().size()))
     }
 
     /// Rolls to a new segment when the active one is non-empty and either
@@ -502,6 +584,7 @@ impl PartitionLog {
             files,
             dir,
             log_end_offset: self.log_end_offset(),
+            truncations: self.truncations,
             active_base,
         })
     }
@@ -523,6 +606,9 @@ impl PartitionLog {
 
     /// Records that `job` ran successfully.
     pub fn complete_flush(&mut self, job: &FlushJob) {
+        if job.truncations != self.truncations {
+            return;
+        }
         let covered = job.log_end_offset.min(self.log_end_offset());
         self.flushed_offset = self.flushed_offset.max(covered);
         self.indexes_durable_below = self.indexes_durable_below.max(job.active_base);
@@ -590,6 +676,32 @@ impl PartitionLog {
             remaining_bytes -= segment.size();
             count += 1;
         }
+        self.delete_oldest(count);
+        if count > 0 {
+            tracing::info!(dir = %self.dir.display(), count, log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        count
+    }
+
+    /// Deletes the non-active segments lying wholly below `offset`, as a follower does
+    /// when the leader's log start offset moved past them. Returns how many.
+    pub fn delete_segments_below(&mut self, offset: i64) -> usize {
+        let count = self
+            .segments
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset() <= offset)
+            .count();
+        self.delete_oldest(count);
+        count
+    }
+
+    /// Deletes the `count` oldest segments (never the active one) and moves the log
+    /// start offset, and the first leader epoch's start, to the first remaining one.
+    fn delete_oldest(&mut self, count: usize) {
+        let count = count.min(self.segments.len() - 1);
+        if count == 0 {
+            return;
+        }
         for segment in self.segments.drain(..count) {
             if let Err(e) = segment.delete_files() {
                 // The segment is gone from the log either way; leftover files
@@ -597,11 +709,125 @@ impl PartitionLog {
                 tracing::warn!(segment = %segment.log_path().display(), error = %e, "could not delete segment");
             }
         }
-        if count > 0 {
-            self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
-            tracing::info!(dir = %self.dir.display(), count, log_start_offset = self.log_start_offset, "retention deleted segments");
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        if let Err(e) = self.epochs.truncate_from_start(self.log_start_offset) {
+            // The cache in memory is right; open clamps the file's entries again.
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write leader epoch checkpoint");
         }
-        count
+    }
+
+    /// Removes every batch at or after `offset`, as a follower whose log diverged from
+    /// the leader's does. An offset inside a batch truncates at that batch's start; an
+    /// offset before the log start empties the log and restarts it there. Returns the
+    /// new log end offset.
+    ///
+    /// Crash safety: the recovery point is lowered (and written) first, so whatever
+    /// step a crash interrupts, the next open rescans everything that could be affected.
+    /// Later segments go newest first, so a crash leaves a gapless prefix of the log;
+    /// the epoch cache follows the log, and open drops entries past the log end.
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<i64> {
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        if offset < self.log_start_offset {
+            self.truncate_fully_and_start_at(offset)?;
+            return Ok(offset);
+        }
+        let holding = self.segment_index(offset);
+        // The first batch ending at or after `offset`, in this segment or (past a gap
+        // at its end) the first batch of the next one.
+        let cut = match self.segments[holding].find(offset)? {
+            Some(batch) => Some((holding, batch)),
+            None => self
+                .segments
+                .get(holding + 1)
+                .map(|next| next.find(next.base_offset()))
+                .transpose()?
+                .flatten()
+                .map(|batch| (holding + 1, batch)),
+        };
+        let Some((holding, batch)) = cut else {
+            return Ok(self.log_end_offset());
+        };
+        let new_end = batch.base_offset();
+        self.lower_recovery_point(new_end, self.segments[holding].base_offset())?;
+        while self.segments.len() > holding + 1 {
+            self.active().delete_files()?;
+            self.segments.pop();
+        }
+        self.active_mut().truncate_to(&batch)?;
+        self.epochs.truncate_from_end(new_end)?;
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "truncated log");
+        Ok(self.log_end_offset())
+    }
+
+    /// Empties the log and restarts it at `offset` with a fresh segment, as a follower
+    /// whose log end is below the leader's log start offset does.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> io::Result<()> {
+        let offset = offset.max(0);
+        self.lower_recovery_point(offset, offset)?;
+        // Newest first, and the oldest only once its replacement exists: the log keeps
+        // a segment whatever fails.
+        while self.segments.len() > 1 {
+            self.active().delete_files()?;
+            self.segments.pop();
+        }
+        self.epochs.clear()?;
+        if self.active().base_offset() == offset {
+            if let Some(first) = self.active().find(offset)? {
+                self.active_mut().truncate_to(&first)?;
+            }
+        } else {
+            let now_ms = system_time_ms(SystemTime::now());
+            let segment = LogSegment::create(
+                &self.dir,
+                offset,
+                now_ms,
+                self.config.index_interval_bytes,
+            )?;
+            std::mem::replace(&mut self.segments[0], segment).delete_files()?;
+        }
+        self.log_start_offset = offset;
+        tracing::info!(dir = %self.dir.display(), offset, "emptied log, restarting it at offset");
+        Ok(())
+    }
+
+    /// Before a truncation: nothing at or after `offset` counts as flushed any more, the
+    /// segment at `segment_base` and the directory must be synced again, and the
+    /// recovery point on disk must not let the next open trust what is being cut.
+    fn lower_recovery_point(&mut self, offset: i64, segment_base: i64) -> io::Result<()> {
+        self.truncations += 1;
+        self.flushed_offset = self.flushed_offset.min(offset);
+        self.indexes_durable_below = self.indexes_durable_below.min(segment_base);
+        self.dir_durable_below = self.dir_durable_below.min(segment_base);
+        self.write_recovery_checkpoint().map(|_| ())
+    }
+
+    /// The leader epoch of the last batch appended, or of a leader elected since.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer: the largest known epoch `<= epoch` and the
+    /// offset where it ends (see [`LeaderEpochCache::end_offset_for`]). `None` is
+    /// UNDEFINED (-1, -1).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// A newly elected leader's epoch starts at the log end offset (Kafka records it
+    /// at election, before any append, so followers can be answered at once).
+    pub fn start_leader_epoch(&mut self, epoch: i32) -> io::Result<()> {
+        self.epochs.assign(epoch, self.log_end_offset())
+    }
+
+    /// Where `epoch` starts in the log, if it is known.
+    pub fn epoch_start_offset(&self, epoch: i32) -> Option<i64> {
+        self.epochs
+            .entries()
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| e.start_offset)
     }
 
     fn is_expired(&self, segment: &LogSegment, now_ms: i64, total_bytes: u64) -> bool {
@@ -679,6 +905,68 @@ fn nth_batch_base_offset(records: &[u8], first_offset: i64, index: usize) -> i64
             .take(index)
             .map(|(h, _)| h.offset_count())
             .sum::<i64>()
+}
+
+/// The leader epoch cache of a just opened log: the checkpoint, minus entries past the
+/// log end, with the first clamped to the log start, if its latest epoch is the last
+/// batch's. Otherwise (missing, malformed, or a crash between a log change and the
+/// checkpoint write) it is rebuilt from the batch headers.
+fn load_epochs(dir: &Path, segments: &[LogSegment]) -> io::Result<LeaderEpochCache> {
+    let log_start = segments.first().map_or(0, LogSegment::base_offset);
+    let log_end = segments.last().map_or(0, LogSegment::next_offset);
+    let last_batch_epoch = match segments.iter().rev().find(|s| !s.is_empty()) {
+        Some(segment) => segment
+            .find(segment.next_offset() - 1)?
+            .map(|b| b.header.partition_leader_epoch.get()),
+        None => None,
+    };
+    if let Some(stored) = LeaderEpochCache::read(dir)? {
+        let mut cache = LeaderEpochCache::new(dir, stored);
+        cache.truncate_from_end(log_end)?;
+        let consistent = match last_batch_epoch {
+            Some(epoch) if epoch >= 0 => cache.latest_epoch() == Some(epoch),
+            _ => true,
+        };
+        if consistent {
+            cache.truncate_from_start(log_start)?;
+            return Ok(cache);
+        }
+        tracing::warn!(dir = %dir.display(), "leader epoch checkpoint does not match the log, rebuilding it");
+    }
+    let mut entries: Vec<EpochEntry> = Vec::new();
+    for segment in segments.iter().filter(|s| !s.is_empty()) {
+        let first = segment.read_header(0)?;
+        let last = segment.find(segment.next_offset() - 1)?.unwrap_or(first);
+        let mut note = |epoch: i32, start_offset: i64| {
+            if epoch >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
+                entries.push(EpochEntry {
+                    epoch,
+                    start_offset,
+                });
+            }
+        };
+        let (first_epoch, last_epoch) = (
+            first.header.partition_leader_epoch.get(),
+            last.header.partition_leader_epoch.get(),
+        );
+        if first_epoch == last_epoch {
+            // Epochs never decrease along a log: the whole segment has this one.
+            note(first_epoch, first.base_offset());
+            continue;
+        }
+        let mut position = 0;
+        while position < segment.size() {
+            let batch = segment.read_header(position)?;
+            note(batch.header.partition_leader_epoch.get(), batch.base_offset());
+            position = batch.end();
+        }
+    }
+    let cache = LeaderEpochCache::new(dir, entries);
+    // No file reads as an empty cache: an empty log costs no write.
+    if cache.latest_epoch().is_some() {
+        cache.save()?;
+    }
+    Ok(cache)
 }
 
 /// Base offsets of the segments in `dir`, sorted. Removes index files with no

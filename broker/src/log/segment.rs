@@ -224,17 +224,39 @@ impl LogSegment {
                 Ok(segment) => segment,
                 Err(insane) => return Ok(Err(insane)),
             };
-        let (position, offset) = segment
+        let outcome = segment.replay_from_last_index_entry()?;
+        Ok(Ok((segment, outcome)))
+    }
+
+    /// Rewinds the in-memory state to right before the last indexed batch was written
+    /// (the max timestamp to the last time index entry), then replays the batches from
+    /// there to the end of the file exactly as the appends did.
+    fn replay_from_last_index_entry(&mut self) -> io::Result<RecoveryOutcome> {
+        let (position, offset) = self
             .offset_index
             .last_entry()
-            .map_or((0, base_offset), |entry| (entry.position, entry.offset));
-        // Rewind to the state right before the indexed batch was written; the tail scan
-        // then replays from it exactly as the appends did.
-        segment.size = position;
-        segment.next_offset = offset;
-        segment.bytes_since_last_index_entry = 0;
-        let outcome = segment.recover_from(position)?;
-        Ok(Ok((segment, outcome)))
+            .map_or((0, self.base_offset), |entry| (entry.position, entry.offset));
+        let (max_timestamp, max_timestamp_offset) = self
+            .time_index
+            .last_entry()
+            .unwrap_or((NO_TIMESTAMP, self.base_offset));
+        self.size = position;
+        self.next_offset = offset;
+        self.max_timestamp = max_timestamp;
+        self.max_timestamp_offset = max_timestamp_offset;
+        self.bytes_since_last_index_entry = 0;
+        self.recover_from(position)
+    }
+
+    /// Removes the batches from `batch` on (the log file and the index entries for
+    /// them), as a follower does when its log diverged from the leader's. The state
+    /// is rebuilt by replaying the few batches after the last remaining index entry.
+    pub fn truncate_to(&mut self, batch: &BatchLocation) -> io::Result<()> {
+        self.log.set_len(batch.position)?;
+        self.offset_index.truncate_to(batch.base_offset())?;
+        self.time_index.truncate_to(batch.base_offset())?;
+        self.replay_from_last_index_entry()?;
+        Ok(())
     }
 
     /// Opens a segment whose content is not known to be durable: validates
