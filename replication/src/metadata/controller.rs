@@ -239,6 +239,10 @@ impl Controller {
         }
     }
 
+    pub fn settings(&self) -> &ControllerSettings {
+        &self.settings
+    }
+
     /// Called when this node becomes the active controller: every registered broker gets a
     /// fresh session, since heartbeats sent to the previous controller were never seen here.
     pub fn activate(&mut self, image: &ClusterImage, now_ms: u64) {
@@ -1001,4 +1005,626 @@ fn partition_changes(
         }
     }
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sim::Sim;
+    use super::*;
+
+    fn code(error: ResponseError) -> i16 {
+        error.code()
+    }
+
+    fn err_code<T: std::fmt::Debug>(result: Result<T, ControllerError>) -> i16 {
+        result.unwrap_err().code
+    }
+
+    /// Three live brokers on racks r0..r2 and topic "t" with 3 partitions of 3 replicas.
+    fn cluster(settings: ControllerSettings) -> (Sim, BTreeMap<BrokerId, i64>) {
+        let mut sim = Sim::new(settings);
+        let epochs = sim.live_brokers(&[1, 2, 3], 3);
+        sim.create("t", 3, 3).unwrap();
+        (sim, epochs)
+    }
+
+    fn alter(
+        sim: &mut Sim,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        partition: i32,
+        new_isr: Vec<BrokerId>,
+    ) -> Result<PartitionState, ControllerError> {
+        let p = sim.image().partition("t", partition).unwrap().clone();
+        alter_at(sim, broker_id, broker_epoch, partition, &p, new_isr)
+    }
+
+    fn alter_at(
+        sim: &mut Sim,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        partition: i32,
+        at: &PartitionState,
+        new_isr: Vec<BrokerId>,
+    ) -> Result<PartitionState, ControllerError> {
+        let response = sim.request(ControllerRequest::AlterPartition {
+            broker_id,
+            broker_epoch,
+            topic: "t".into(),
+            partition,
+            leader_epoch: at.leader_epoch,
+            partition_epoch: at.partition_epoch,
+            new_isr,
+        });
+        let ControllerResponse::AlterPartition(result) = response else {
+            panic!("unexpected {response:?}");
+        };
+        result
+    }
+
+    /// Keeps every broker but `except` in session while time passes, then ticks.
+    fn expire(sim: &mut Sim, epochs: &BTreeMap<BrokerId, i64>, except: BrokerId) {
+        let timeout = sim.controller.settings().session_timeout_ms;
+        sim.now += timeout / 2;
+        for (&id, &epoch) in epochs.iter().filter(|(&id, _)| id != except) {
+            sim.heartbeat(id, epoch, false).unwrap();
+        }
+        sim.now += timeout / 2;
+        sim.tick();
+    }
+
+    #[test]
+    fn registration_epochs_and_heartbeats() {
+        let mut sim = Sim::new(ControllerSettings::default());
+        sim.index_step = 5;
+        let incarnation = Uuid::new_v4();
+        let epoch = sim.register_as(1, incarnation, None).unwrap();
+        assert_eq!(epoch, 5, "the epoch is the raft index of the record");
+        assert!(sim.image().brokers[&1].fenced);
+        // A retried registration of the same incarnation changes nothing.
+        let (response, records) = sim.request_records(ControllerRequest::RegisterBroker {
+            id: 1,
+            incarnation,
+            kafka: super::super::image::tests::endpoint(1),
+            replication: super::super::image::tests::endpoint(2),
+            rack: None,
+        });
+        assert_eq!(response, ControllerResponse::RegisterBroker(Ok(epoch)));
+        assert!(records.is_empty());
+        let stale = code(ResponseError::StaleBrokerEpoch);
+        assert_eq!(err_code(sim.heartbeat(1, epoch + 1, false)), stale);
+        assert_eq!(err_code(sim.heartbeat(9, epoch, false)), stale);
+        let reply = sim.heartbeat(1, epoch, false).unwrap();
+        assert_eq!(
+            reply,
+            HeartbeatReply {
+                fenced: false,
+                should_shut_down: false
+            }
+        );
+        assert!(!sim.image().brokers[&1].fenced);
+        // Another process claiming the id while this one is alive is refused.
+        assert_eq!(
+            err_code(sim.register_as(1, Uuid::new_v4(), None)),
+            code(ResponseError::DuplicateBrokerRegistration)
+        );
+        // Once its session expired it is fenced and a new incarnation may take over.
+        sim.now += sim.controller.settings().session_timeout_ms;
+        sim.tick();
+        assert!(sim.image().brokers[&1].fenced);
+        let new_epoch = sim.register_as(1, Uuid::new_v4(), None).unwrap();
+        assert!(new_epoch > epoch);
+        assert_eq!(err_code(sim.heartbeat(1, epoch, false)), stale);
+        assert!(!sim.heartbeat(1, new_epoch, false).unwrap().fenced);
+    }
+
+    #[test]
+    fn malformed_registrations_are_refused() {
+        let mut sim = Sim::new(ControllerSettings::default());
+        let invalid = code(ResponseError::InvalidRegistration);
+        assert_eq!(err_code(sim.register_as(-1, Uuid::new_v4(), None)), invalid);
+        assert_eq!(
+            err_code(sim.register_as(1, Uuid::new_v4(), Some(""))),
+            invalid
+        );
+        let response = sim.request(ControllerRequest::RegisterBroker {
+            id: 1,
+            incarnation: Uuid::new_v4(),
+            kafka: Endpoint {
+                host: String::new(),
+                port: 9092,
+            },
+            replication: super::super::image::tests::endpoint(9093),
+            rack: None,
+        });
+        assert!(
+            matches!(response, ControllerResponse::RegisterBroker(Err(e)) if e.code == invalid)
+        );
+        assert!(sim.image().brokers.is_empty());
+    }
+
+    #[test]
+    fn a_new_controller_grants_a_fresh_session() {
+        let (mut sim, _) = cluster(ControllerSettings::default());
+        let timeout = sim.controller.settings().session_timeout_ms;
+        sim.now += 10 * timeout;
+        let mut successor = Controller::new(ControllerSettings::default());
+        successor.activate(&sim.image(), sim.now);
+        assert!(successor
+            .tick(&sim.image(), sim.now + timeout - 1)
+            .is_empty());
+        let fenced = successor.tick(&sim.image(), sim.now + timeout);
+        assert_eq!(
+            fenced
+                .iter()
+                .filter(|r| matches!(r, MetadataRecord::FenceBroker { .. }))
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn created_topics_are_placed_on_live_brokers() {
+        let (sim, _) = cluster(ControllerSettings::default());
+        let image = sim.image();
+        let t = image.topic("t").unwrap();
+        assert!(!t.id.is_nil());
+        let leaders: Vec<BrokerId> = t.partitions.iter().map(|p| p.leader).collect();
+        let mut sorted = leaders.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2, 3], "leaders spread over brokers");
+        for p in &t.partitions {
+            assert_eq!(p.leader, p.replicas[0]);
+            assert_eq!(p.isr, p.replicas);
+            assert_eq!((p.leader_epoch, p.partition_epoch), (0, 0));
+        }
+    }
+
+    #[test]
+    fn topic_creation_errors() {
+        let settings = ControllerSettings {
+            max_partitions_per_topic: 100,
+            ..ControllerSettings::default()
+        };
+        let (mut sim, _) = cluster(settings);
+        sim.register_as(4, Uuid::new_v4(), None).unwrap(); // registered, still fenced
+        assert_eq!(
+            err_code(sim.create("t", 1, 1)),
+            code(ResponseError::TopicAlreadyExists)
+        );
+        let invalid_partitions = code(ResponseError::InvalidPartitions);
+        assert_eq!(err_code(sim.create("u", 0, 1)), invalid_partitions);
+        assert_eq!(err_code(sim.create("u", -5, 1)), invalid_partitions);
+        assert_eq!(err_code(sim.create("u", 101, 1)), invalid_partitions);
+        let invalid_rf = code(ResponseError::InvalidReplicationFactor);
+        assert_eq!(err_code(sim.create("u", 1, 0)), invalid_rf);
+        assert_eq!(
+            err_code(sim.create("u", 1, 4)),
+            invalid_rf,
+            "broker 4 is fenced"
+        );
+        let invalid_name = code(ResponseError::InvalidTopicException);
+        for name in ["", ".", "..", "a/b", "ü", &"x".repeat(250)] {
+            assert_eq!(err_code(sim.create(name, 1, 1)), invalid_name, "{name:?}");
+        }
+        let with_assignments = |assignments: Vec<Vec<BrokerId>>| NewTopic {
+            name: "u".into(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments: Some(assignments),
+            configs: BTreeMap::new(),
+        };
+        let invalid_assignment = code(ResponseError::InvalidReplicaAssignment);
+        let cases = [
+            (with_assignments(vec![vec![1, 9]]), invalid_assignment),
+            (with_assignments(vec![vec![1, 1]]), invalid_assignment),
+            (
+                with_assignments(vec![vec![1, 2], vec![3]]),
+                invalid_assignment,
+            ),
+            (with_assignments(vec![vec![]]), invalid_assignment),
+            (with_assignments(vec![]), invalid_assignment),
+            (with_assignments(vec![vec![4]]), invalid_assignment),
+            (
+                NewTopic {
+                    partitions: 2,
+                    ..with_assignments(vec![vec![1]])
+                },
+                code(ResponseError::InvalidRequest),
+            ),
+        ];
+        for (topic, expected) in cases {
+            let response = sim.request(ControllerRequest::CreateTopics {
+                topics: vec![topic.clone()],
+                validate_only: false,
+            });
+            let ControllerResponse::CreateTopics(results) = response else {
+                panic!("unexpected {response:?}");
+            };
+            assert_eq!(err_code(results[0].1.clone()), expected, "{topic:?}");
+        }
+        assert!(sim.image().topic("u").is_none());
+    }
+
+    #[test]
+    fn explicit_assignments_validate_only_and_duplicates() {
+        let (mut sim, _) = cluster(ControllerSettings::default());
+        sim.register_as(4, Uuid::new_v4(), None).unwrap(); // fenced
+        let topic = |name: &str, assignments| NewTopic {
+            name: name.into(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments,
+            configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+        };
+        let (response, records) = sim.request_records(ControllerRequest::CreateTopics {
+            topics: vec![topic("v", Some(vec![vec![4, 2, 1]]))],
+            validate_only: true,
+        });
+        assert!(records.is_empty());
+        let ControllerResponse::CreateTopics(results) = response else {
+            panic!("unexpected {response:?}");
+        };
+        let created = results[0].1.clone().unwrap();
+        assert!(created.id.is_nil());
+        assert_eq!((created.partitions, created.replication_factor), (1, 3));
+        assert!(sim.image().topic("v").is_none());
+
+        let response = sim.request(ControllerRequest::CreateTopics {
+            topics: vec![
+                topic("v", Some(vec![vec![4, 2, 1]])),
+                topic("w", None),
+                topic("w", None),
+            ],
+            validate_only: false,
+        });
+        let ControllerResponse::CreateTopics(results) = response else {
+            panic!("unexpected {response:?}");
+        };
+        assert!(results[0].1.is_ok());
+        assert_eq!(
+            err_code(results[1].1.clone()),
+            code(ResponseError::InvalidRequest)
+        );
+        assert_eq!(
+            err_code(results[2].1.clone()),
+            code(ResponseError::InvalidRequest)
+        );
+        let image = sim.image();
+        let v = image.topic("v").unwrap();
+        assert_eq!(v.configs["retention.ms"], "1000");
+        // The fenced broker is a replica but neither leader nor in the ISR.
+        assert_eq!(v.partitions[0].leader, 2);
+        assert_eq!(v.partitions[0].isr, [2, 1]);
+        assert!(image.topic("w").is_none());
+    }
+
+    #[test]
+    fn fencing_moves_leadership_and_keeps_the_last_isr_member() {
+        let (mut sim, epochs) = cluster(ControllerSettings::default());
+        // Partition 0 shrinks to its leader alone.
+        let leader = sim.image().partition("t", 0).unwrap().leader;
+        alter(&mut sim, leader, epochs[&leader], 0, vec![leader]).unwrap();
+        expire(&mut sim, &epochs, leader);
+        let image = sim.image();
+        assert!(image.brokers[&leader].fenced);
+        for (i, p) in image.topic("t").unwrap().partitions.iter().enumerate() {
+            if i == 0 {
+                assert_eq!((p.leader, &p.isr[..]), (NO_LEADER, &[leader][..]));
+                assert_eq!(p.leader_epoch, 1);
+            } else {
+                assert!(!p.isr.contains(&leader));
+                assert_ne!(p.leader, leader);
+                assert_ne!(p.leader, NO_LEADER);
+            }
+        }
+        // Back in session, it leads what nobody else could.
+        sim.heartbeat(leader, epochs[&leader], false).unwrap();
+        let p = sim.image().partition("t", 0).unwrap().clone();
+        assert_eq!((p.leader, p.leader_epoch), (leader, 2));
+    }
+
+    #[test]
+    fn unclean_election_only_when_enabled() {
+        for unclean in [false, true] {
+            let (mut sim, epochs) = cluster(ControllerSettings {
+                unclean_leader_election: unclean,
+                ..ControllerSettings::default()
+            });
+            let p = sim.image().partition("t", 0).unwrap().clone();
+            alter(&mut sim, p.leader, epochs[&p.leader], 0, vec![p.leader]).unwrap();
+            expire(&mut sim, &epochs, p.leader);
+            let after = sim.image().partition("t", 0).unwrap().clone();
+            if unclean {
+                let next = p.replicas[1];
+                assert_eq!((after.leader, &after.isr[..]), (next, &[next][..]));
+            } else {
+                assert_eq!(after.leader, NO_LEADER);
+            }
+        }
+    }
+
+    #[test]
+    fn controlled_shutdown_hands_over_leadership() {
+        let (mut sim, epochs) = cluster(ControllerSettings::default());
+        let partitions = sim.image().topic("t").unwrap().partitions.clone();
+        let reply = sim.heartbeat(1, epochs[&1], true).unwrap();
+        assert_eq!(
+            reply,
+            HeartbeatReply {
+                fenced: false,
+                should_shut_down: true
+            }
+        );
+        let image = sim.image();
+        assert!(image.brokers[&1].shutting_down);
+        for (old, p) in partitions.iter().zip(&image.topic("t").unwrap().partitions) {
+            assert!(!p.isr.contains(&1));
+            assert_ne!(p.leader, 1);
+            assert_eq!(p.leader == old.leader, old.leader != 1);
+        }
+        // It may not come back into an ISR, and a heartbeat does not undo the shutdown.
+        let leader = image.partition("t", 0).unwrap().leader;
+        assert_eq!(
+            err_code(alter(&mut sim, leader, epochs[&leader], 0, vec![1, 2, 3])),
+            code(ResponseError::IneligibleReplica)
+        );
+        assert!(
+            sim.heartbeat(1, epochs[&1], false)
+                .unwrap()
+                .should_shut_down
+        );
+        assert!(sim.image().brokers[&1].shutting_down);
+        // Nor is it elected, even when it is the last ISR member.
+        let p = sim.image().partition("t", 1).unwrap().clone();
+        assert_eq!(
+            err_code(alter(&mut sim, p.leader, epochs[&p.leader], 1, vec![1])),
+            code(ResponseError::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn shutting_down_sole_isr_member_leaves_its_partition_leaderless() {
+        let (mut sim, epochs) = cluster(ControllerSettings::default());
+        let p = sim.image().partition("t", 0).unwrap().clone();
+        alter(&mut sim, p.leader, epochs[&p.leader], 0, vec![p.leader]).unwrap();
+        let reply = sim.heartbeat(p.leader, epochs[&p.leader], true).unwrap();
+        assert!(reply.should_shut_down);
+        let after = sim.image().partition("t", 0).unwrap().clone();
+        assert_eq!((after.leader, &after.isr[..]), (NO_LEADER, &[p.leader][..]));
+    }
+
+    #[test]
+    fn alter_partition_checks_and_errors() {
+        let (mut sim, epochs) = cluster(ControllerSettings::default());
+        let p = sim.image().partition("t", 0).unwrap().clone();
+        let (leader, epoch) = (p.leader, epochs[&p.leader]);
+        let follower = p.replicas[1];
+        assert_eq!(
+            err_code(alter(&mut sim, leader, epoch + 1, 0, vec![leader])),
+            code(ResponseError::StaleBrokerEpoch)
+        );
+        assert_eq!(
+            err_code(alter_at(&mut sim, leader, epoch, 7, &p, vec![leader])),
+            code(ResponseError::UnknownTopicOrPartition)
+        );
+        assert_eq!(
+            err_code(alter(
+                &mut sim,
+                follower,
+                epochs[&follower],
+                0,
+                vec![follower]
+            )),
+            code(ResponseError::NotLeaderOrFollower)
+        );
+        let old_leader_epoch = PartitionState {
+            leader_epoch: p.leader_epoch - 1,
+            ..p.clone()
+        };
+        assert_eq!(
+            err_code(alter_at(
+                &mut sim,
+                leader,
+                epoch,
+                0,
+                &old_leader_epoch,
+                vec![leader]
+            )),
+            code(ResponseError::FencedLeaderEpoch)
+        );
+        let old_partition_epoch = PartitionState {
+            partition_epoch: p.partition_epoch + 1,
+            ..p.clone()
+        };
+        assert_eq!(
+            err_code(alter_at(
+                &mut sim,
+                leader,
+                epoch,
+                0,
+                &old_partition_epoch,
+                vec![leader]
+            )),
+            code(ResponseError::InvalidUpdateVersion)
+        );
+        let invalid = code(ResponseError::InvalidRequest);
+        assert_eq!(
+            err_code(alter(&mut sim, leader, epoch, 0, vec![follower])),
+            invalid
+        );
+        assert_eq!(
+            err_code(alter(&mut sim, leader, epoch, 0, vec![leader, 9])),
+            invalid
+        );
+        assert_eq!(
+            err_code(alter(&mut sim, leader, epoch, 0, vec![leader, leader])),
+            invalid
+        );
+        assert_eq!(
+            sim.image().partition("t", 0).unwrap(),
+            &p,
+            "refusals change nothing"
+        );
+
+        let shrunk = alter(&mut sim, leader, epoch, 0, vec![leader]).unwrap();
+        assert_eq!(shrunk.isr, [leader]);
+        assert_eq!(
+            (shrunk.leader_epoch, shrunk.partition_epoch),
+            (p.leader_epoch, p.partition_epoch + 1)
+        );
+        assert_eq!(sim.image().partition("t", 0).unwrap(), &shrunk);
+        // Repeating the request with the old partition epoch is refused.
+        assert_eq!(
+            err_code(alter_at(&mut sim, leader, epoch, 0, &p, vec![leader])),
+            code(ResponseError::InvalidUpdateVersion)
+        );
+        // A fenced follower may not rejoin.
+        expire(&mut sim, &epochs, follower);
+        assert_eq!(
+            err_code(alter(&mut sim, leader, epoch, 0, vec![leader, follower])),
+            code(ResponseError::IneligibleReplica)
+        );
+        let grown = alter(
+            &mut sim,
+            leader,
+            epoch,
+            0,
+            p.replicas
+                .iter()
+                .copied()
+                .filter(|&r| r != follower)
+                .collect(),
+        )
+        .unwrap();
+        assert_eq!(grown.isr.len(), 2);
+    }
+
+    #[test]
+    fn create_partitions_grows_topics_only() {
+        let (mut sim, _) = cluster(ControllerSettings::default());
+        let mut grow = |topics: Vec<(String, i32, Option<Assignment>)>, validate_only| {
+            let response = sim.request(ControllerRequest::CreatePartitions {
+                topics,
+                validate_only,
+            });
+            let ControllerResponse::CreatePartitions(results) = response else {
+                panic!("unexpected {response:?}");
+            };
+            results.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+        };
+        let invalid_partitions = code(ResponseError::InvalidPartitions);
+        let invalid_assignment = code(ResponseError::InvalidReplicaAssignment);
+        let cases = [
+            (("t".to_string(), 3, None), invalid_partitions),
+            (("t".to_string(), 2, None), invalid_partitions),
+            (("t".to_string(), 10_001, None), invalid_partitions),
+            (
+                ("nope".to_string(), 5, None),
+                code(ResponseError::UnknownTopicOrPartition),
+            ),
+            (
+                ("t".to_string(), 5, Some(vec![vec![1, 2, 3]])),
+                invalid_assignment,
+            ),
+            (
+                ("t".to_string(), 4, Some(vec![vec![1, 2]])),
+                invalid_assignment,
+            ),
+            (
+                ("t".to_string(), 4, Some(vec![vec![1, 2, 7]])),
+                invalid_assignment,
+            ),
+        ];
+        for (request, expected) in cases {
+            let results = grow(vec![request.clone()], false);
+            assert_eq!(err_code(results[0].clone()), expected, "{request:?}");
+        }
+        assert!(grow(vec![("t".into(), 5, None)], true)[0].is_ok());
+        let results = grow(vec![("t".into(), 4, Some(vec![vec![3, 1, 2]]))], false);
+        assert_eq!(results[0], Ok(vec![vec![3, 1, 2]]));
+        let added = grow(vec![("t".into(), 6, None)], false).remove(0).unwrap();
+        assert_eq!(added.len(), 2);
+        let image = sim.image();
+        let t = image.topic("t").unwrap();
+        assert_eq!(t.partitions.len(), 6);
+        assert!(t
+            .partitions
+            .iter()
+            .all(|p| p.replicas.len() == 3 && p.leader == p.replicas[0]));
+    }
+
+    #[test]
+    fn configs_and_deletion() {
+        let (mut sim, _) = cluster(ControllerSettings::default());
+        let configs = BTreeMap::from([("retention.ms".to_string(), "5".to_string())]);
+        let response = sim.request(ControllerRequest::AlterConfigs {
+            topics: vec![
+                ("t".into(), configs.clone()),
+                ("nope".into(), configs.clone()),
+            ],
+            validate_only: false,
+        });
+        let ControllerResponse::AlterConfigs(results) = response else {
+            panic!("unexpected {response:?}");
+        };
+        assert_eq!(results[0].1, Ok(()));
+        assert_eq!(
+            err_code(results[1].1.clone()),
+            code(ResponseError::UnknownTopicOrPartition)
+        );
+        assert_eq!(sim.image().topic("t").unwrap().configs, configs);
+        let (_, records) = sim.request_records(ControllerRequest::AlterConfigs {
+            topics: vec![("t".into(), BTreeMap::new())],
+            validate_only: true,
+        });
+        assert!(records.is_empty());
+        assert_eq!(sim.image().topic("t").unwrap().configs, configs);
+
+        let id = sim.image().topic("t").unwrap().id;
+        let response = sim.request(ControllerRequest::DeleteTopics {
+            names: vec!["t".into(), "t".into()],
+        });
+        let ControllerResponse::DeleteTopics(results) = response else {
+            panic!("unexpected {response:?}");
+        };
+        assert_eq!(results[0].1, Ok(id));
+        assert_eq!(
+            err_code(results[1].1.clone()),
+            code(ResponseError::UnknownTopicOrPartition)
+        );
+        assert!(sim.image().topic("t").is_none());
+    }
+
+    #[test]
+    fn preferred_leaders_come_back_when_rebalancing_is_due() {
+        let interval = 60_000;
+        let (mut sim, epochs) = cluster(ControllerSettings {
+            leader_rebalance_interval_ms: interval,
+            ..ControllerSettings::default()
+        });
+        let preferred_of_0 = sim.image().partition("t", 0).unwrap().replicas[0];
+        expire(&mut sim, &epochs, preferred_of_0);
+        sim.heartbeat(preferred_of_0, epochs[&preferred_of_0], false)
+            .unwrap();
+        // Back in session it is a follower; rejoining the ISR is the leader's call.
+        let p = sim.image().partition("t", 0).unwrap().clone();
+        assert_ne!(p.leader, preferred_of_0);
+        let mut isr = p.isr.clone();
+        isr.push(preferred_of_0);
+        alter(&mut sim, p.leader, epochs[&p.leader], 0, isr).unwrap();
+        assert!(sim.tick().is_empty(), "rebalancing not yet due");
+        sim.now = interval;
+        for (&id, &epoch) in &epochs {
+            sim.heartbeat(id, epoch, false).unwrap();
+        }
+        sim.tick();
+        let image = sim.image();
+        assert!(image
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.leader == p.replicas[0]));
+    }
 }

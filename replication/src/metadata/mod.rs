@@ -8,6 +8,8 @@ mod controller;
 mod image;
 mod placement;
 mod records;
+#[cfg(test)]
+mod sim;
 
 pub use controller::{
     Controller, ControllerError, ControllerRequest, ControllerResponse, ControllerSettings,
