@@ -3,7 +3,7 @@
 //! of one decision as one entry, waits until that entry is applied, and only then hands the
 //! controller its next request or tick, so every decision sees the effects of the previous one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
@@ -294,51 +294,37 @@ impl Controller {
             ControllerRequest::CreateTopics {
                 topics,
                 validate_only,
-            } => {
-                let results = topics
-                    .iter()
-                    .map(|t| {
-                        let result = if is_repeated(&topics, t, |t| &t.name) {
-                            Err(repeated(&t.name))
-                        } else {
-                            self.create_topic(&mut batch, t, validate_only)
-                        };
-                        (t.name.clone(), result)
-                    })
-                    .collect();
-                ControllerResponse::CreateTopics(results)
+            } => ControllerResponse::CreateTopics(per_topic(
+                &topics,
+                |t| &t.name,
+                |t| self.create_topic(&mut batch, t, validate_only),
+            )),
+            ControllerRequest::DeleteTopics { names } => {
+                ControllerResponse::DeleteTopics(per_topic(
+                    &names,
+                    |name| name,
+                    |name| {
+                        let id = batch
+                            .image()
+                            .topic(name)
+                            .ok_or_else(|| unknown_topic(name))?
+                            .id;
+                        batch.push(MetadataRecord::TopicDeleted { name: name.clone() });
+                        Ok(id)
+                    },
+                ))
             }
-            ControllerRequest::DeleteTopics { names } => ControllerResponse::DeleteTopics(
-                names
-                    .into_iter()
-                    .map(|name| {
-                        let result = match batch.image().topic(&name) {
-                            None => Err(unknown_topic(&name)),
-                            Some(t) => {
-                                let id = t.id;
-                                batch.push(MetadataRecord::TopicDeleted { name: name.clone() });
-                                Ok(id)
-                            }
-                        };
-                        (name, result)
-                    })
-                    .collect(),
-            ),
             ControllerRequest::CreatePartitions {
                 topics,
                 validate_only,
             } => {
-                let results = topics
-                    .iter()
-                    .map(|t| {
-                        let result = if is_repeated(&topics, t, |t| &t.0) {
-                            Err(repeated(&t.0))
-                        } else {
-                            self.create_partitions(&mut batch, &t.0, t.1, t.2.as_deref())
-                        };
-                        (t.0.clone(), result)
-                    })
-                    .collect();
+                let results = per_topic(
+                    &topics,
+                    |t| &t.0,
+                    |(name, total, assignments)| {
+                        self.create_partitions(&mut batch, name, *total, assignments.as_deref())
+                    },
+                );
                 if validate_only {
                     batch.records.clear();
                 }
@@ -348,17 +334,11 @@ impl Controller {
                 topics,
                 validate_only,
             } => {
-                let results = topics
-                    .iter()
-                    .map(|t| {
-                        let result = if is_repeated(&topics, t, |t| &t.0) {
-                            Err(repeated(&t.0))
-                        } else {
-                            alter_configs(&mut batch, &t.0, &t.1)
-                        };
-                        (t.0.clone(), result)
-                    })
-                    .collect();
+                let results = per_topic(
+                    &topics,
+                    |t| &t.0,
+                    |(name, configs)| alter_configs(&mut batch, name, configs),
+                );
                 if validate_only {
                     batch.records.clear();
                 }
@@ -714,15 +694,34 @@ impl Controller {
     }
 }
 
-fn is_repeated<T>(items: &[T], item: &T, name: impl Fn(&T) -> &String) -> bool {
-    items.iter().filter(|i| name(i) == name(item)).count() > 1
-}
-
-fn repeated(name: &str) -> ControllerError {
-    ControllerError::new(
-        ResponseError::InvalidRequest,
-        format!("topic {name} appears more than once in the request"),
-    )
+/// Applies `f` to each item of a per-topic request, in order. A topic named more than once
+/// is refused every time, as Kafka does, since which of its items should win is unclear.
+fn per_topic<T, R>(
+    items: &[T],
+    name: impl Fn(&T) -> &String,
+    mut f: impl FnMut(&T) -> Result<R, ControllerError>,
+) -> Vec<(String, Result<R, ControllerError>)> {
+    let mut seen = HashSet::new();
+    let repeated: HashSet<&String> = items
+        .iter()
+        .map(&name)
+        .filter(|n| !seen.insert(*n))
+        .collect();
+    items
+        .iter()
+        .map(|item| {
+            let topic = name(item);
+            let result = if repeated.contains(topic) {
+                Err(ControllerError::new(
+                    ResponseError::InvalidRequest,
+                    format!("topic {topic} appears more than once in the request"),
+                ))
+            } else {
+                f(item)
+            };
+            (topic.clone(), result)
+        })
+        .collect()
 }
 
 fn unknown_topic(name: &str) -> ControllerError {
@@ -1582,15 +1581,20 @@ mod tests {
         assert_eq!(sim.image().topic("t").unwrap().configs, configs);
 
         let id = sim.image().topic("t").unwrap().id;
-        let response = sim.request(ControllerRequest::DeleteTopics {
-            names: vec!["t".into(), "t".into()],
-        });
-        let ControllerResponse::DeleteTopics(results) = response else {
-            panic!("unexpected {response:?}");
+        let mut delete = |names: &[&str]| {
+            let names = names.iter().map(|n| n.to_string()).collect();
+            let response = sim.request(ControllerRequest::DeleteTopics { names });
+            let ControllerResponse::DeleteTopics(results) = response else {
+                panic!("unexpected {response:?}");
+            };
+            results.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
         };
-        assert_eq!(results[0].1, Ok(id));
+        let invalid = code(ResponseError::InvalidRequest);
+        let twice = delete(&["t", "t"]);
+        assert!(twice.into_iter().all(|r| err_code(r) == invalid));
+        assert_eq!(delete(&["t"]), [Ok(id)]);
         assert_eq!(
-            err_code(results[1].1.clone()),
+            err_code(delete(&["t"]).remove(0)),
             code(ResponseError::UnknownTopicOrPartition)
         );
         assert!(sim.image().topic("t").is_none());
