@@ -126,8 +126,8 @@ pub enum ControllerResponse {
     AlterPartition(Result<PartitionState, ControllerError>),
 }
 
-/// What to do about one request: propose `records` as one entry, wait until it is applied,
-/// then answer with [`Decision::finish`].
+/// What to do about one request: propose `records` as one entry (nothing when empty), wait
+/// until it is applied, then answer with [`Decision::finish`].
 #[derive(Debug)]
 pub struct Decision {
     pub records: Vec<MetadataRecord>,
@@ -250,6 +250,7 @@ impl Controller {
         self.next_rebalance_ms = now_ms.saturating_add(self.settings.leader_rebalance_interval_ms);
     }
 
+    /// Decides `request` against `image`, which must hold every earlier decision's records.
     pub fn handle(
         &mut self,
         image: &ClusterImage,
@@ -278,6 +279,7 @@ impl Controller {
                 if result == Ok(None) {
                     registering = Some((id, incarnation));
                 }
+                // A new registration's epoch is filled in by `Decision::finish`.
                 ControllerResponse::RegisterBroker(result.map(|epoch| epoch.unwrap_or(-1)))
             }
             ControllerRequest::Heartbeat {
