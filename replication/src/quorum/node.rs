@@ -240,6 +240,7 @@ impl<S: StateMachine> Driver<S> {
             "quorum: installed a snapshot from the leader"
         );
         self.core.applied.set(index);
+        self.core.snapshot_index.set(index);
         // Whether the proposals it covers made it is unknown here.
         let rest = self.pending.split_off(&(index + 1));
         for (_, (_, reply)) in std::mem::replace(&mut self.pending, rest) {
@@ -293,6 +294,7 @@ impl<S: StateMachine> Driver<S> {
             .compact(applied, data)
             .await
             .context("cannot compact the quorum log")?;
+        self.core.snapshot_index.set(applied);
         tracing::debug!(
             node = self.core.node_id,
             index = applied,
