@@ -159,14 +159,10 @@ impl<S: StateMachine> Driver<S> {
             .await
             .context("cannot append to the quorum log")?;
         if let Some(hard_state) = ready.hs() {
-            if ready.must_sync() {
-                store
-                    .set_hard_state(hard_state.clone())
-                    .await
-                    .context("cannot write the quorum hard state")?;
-            } else {
-                store.set_commit(hard_state.commit);
-            }
+            store
+                .set_hard_state(hard_state.clone())
+                .await
+                .context("cannot write the quorum hard state")?;
         }
         self.send(ready.take_persisted_messages());
         self.apply(ready.take_committed_entries()).await;

@@ -273,8 +273,13 @@ impl LogStorage {
         Ok(())
     }
 
-    /// Records a new hard state durably.
+    /// Records a new hard state: durably when its term or vote changed (raft must never
+    /// forget a vote), in memory when only the commit index moved (see [`Self::set_commit`]).
     pub(crate) async fn set_hard_state(&mut self, hard_state: HardState) -> io::Result<()> {
+        if hard_state.term == self.hard_state.term && hard_state.vote == self.hard_state.vote {
+            self.set_commit(hard_state.commit);
+            return Ok(());
+        }
         self.hard_state = hard_state;
         self.write_state().await
     }
