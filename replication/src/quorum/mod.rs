@@ -178,6 +178,8 @@ pub(crate) struct Core {
     leader: Cell<Option<u64>>,
     is_leader: Cell<bool>,
     applied: Cell<u64>,
+    /// Index the latest snapshot covers (0 before any).
+    snapshot_index: Cell<u64>,
     changed: Event,
     handler: RefCell<Option<Rc<dyn RequestHandler>>>,
     shutdown: Shutdown,
@@ -246,7 +248,8 @@ impl<S: StateMachine> Quorum<S> {
             })?;
 
         let snapshot = storage.snapshot_ref();
-        let mut applied = snapshot.get_metadata().index;
+        let snapshot_index = snapshot.get_metadata().index;
+        let mut applied = snapshot_index;
         if applied > 0 {
             state
                 .restore(&snapshot.data)
@@ -301,6 +304,7 @@ impl<S: StateMachine> Quorum<S> {
             leader: Cell::new(None),
             is_leader: Cell::new(false),
             applied: Cell::new(applied),
+            snapshot_index: Cell::new(snapshot_index),
             changed: Event::new(),
             handler: RefCell::new(None),
             shutdown: Shutdown::default(),
@@ -396,6 +400,12 @@ impl<S: StateMachine> Quorum<S> {
 
     pub fn applied_index(&self) -> u64 {
         self.core.applied.get()
+    }
+
+    /// Index covered by the latest snapshot (made by compaction or received from the
+    /// leader); the log holds only the entries after it.
+    pub fn snapshot_index(&self) -> u64 {
+        self.core.snapshot_index.get()
     }
 
     /// Raft messages dropped so far because a queue was full or a frame too large.

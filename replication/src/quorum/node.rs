@@ -159,14 +159,10 @@ impl<S: StateMachine> Driver<S> {
             .await
             .context("cannot append to the quorum log")?;
         if let Some(hard_state) = ready.hs() {
-            if ready.must_sync() {
-                store
-                    .set_hard_state(hard_state.clone())
-                    .await
-                    .context("cannot write the quorum hard state")?;
-            } else {
-                store.set_commit(hard_state.commit);
-            }
+            store
+                .set_hard_state(hard_state.clone())
+                .await
+                .context("cannot write the quorum hard state")?;
         }
         self.send(ready.take_persisted_messages());
         self.apply(ready.take_committed_entries()).await;
@@ -240,6 +236,7 @@ impl<S: StateMachine> Driver<S> {
             "quorum: installed a snapshot from the leader"
         );
         self.core.applied.set(index);
+        self.core.snapshot_index.set(index);
         // Whether the proposals it covers made it is unknown here.
         let rest = self.pending.split_off(&(index + 1));
         for (_, (_, reply)) in std::mem::replace(&mut self.pending, rest) {
@@ -293,6 +290,7 @@ impl<S: StateMachine> Driver<S> {
             .compact(applied, data)
             .await
             .context("cannot compact the quorum log")?;
+        self.core.snapshot_index.set(applied);
         tracing::debug!(
             node = self.core.node_id,
             index = applied,

@@ -273,8 +273,13 @@ impl LogStorage {
         Ok(())
     }
 
-    /// Records a new hard state durably.
+    /// Records a new hard state: durably when its term or vote changed (raft must never
+    /// forget a vote), in memory when only the commit index moved (see [`Self::set_commit`]).
     pub(crate) async fn set_hard_state(&mut self, hard_state: HardState) -> io::Result<()> {
+        if hard_state.term == self.hard_state.term && hard_state.vote == self.hard_state.vote {
+            self.set_commit(hard_state.commit);
+            return Ok(());
+        }
         self.hard_state = hard_state;
         self.write_state().await
     }
@@ -374,8 +379,10 @@ impl LogStorage {
     /// drops the entries it covers.
     pub(crate) async fn compact(&mut self, index: u64, data: Vec<u8>) -> io::Result<()> {
         let term = raft::Storage::term(self, index).map_err(io::Error::other)?;
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -450,11 +457,12 @@ mod tests {
     use raft::Storage as _;
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.as_bytes().to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
     }
 
     fn voters() -> ConfState {
@@ -463,7 +471,7 @@ mod tests {
 
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         glommio::LocalExecutorBuilder::default()
-            .spawn(move || f())
+            .spawn(f)
             .unwrap()
             .join()
             .unwrap();
@@ -492,10 +500,12 @@ mod tests {
             s.append(&[entry(2, 2, "B"), entry(3, 2, "C"), entry(4, 2, "D")])
                 .await
                 .unwrap();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 3;
-            hs.commit = 2;
+            let mut hs = HardState {
+                term: 2,
+                vote: 3,
+                commit: 2,
+                ..Default::default()
+            };
             s.set_hard_state(hs.clone()).await.unwrap();
             s.set_commit(4);
             s.flush().await.unwrap();
@@ -550,9 +560,11 @@ mod tests {
             let mut s = LogStorage::open(&path, voters()).unwrap();
             let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, &i.to_string())).collect();
             s.append(&entries).await.unwrap();
-            let mut hs = HardState::default();
-            hs.term = 1;
-            hs.commit = 10;
+            let hs = HardState {
+                term: 1,
+                commit: 10,
+                ..Default::default()
+            };
             s.set_hard_state(hs).await.unwrap();
             s.compact(7, b"state@7".to_vec()).await.unwrap();
             assert_eq!(s.first_index().unwrap(), 8);
@@ -596,8 +608,10 @@ mod tests {
             s.append(&[entry(1, 1, "a"), entry(2, 1, "b")])
                 .await
                 .unwrap();
-            let mut snap = Snapshot::default();
-            snap.data = b"leader state".to_vec().into();
+            let mut snap = Snapshot {
+                data: b"leader state".to_vec().into(),
+                ..Default::default()
+            };
             snap.mut_metadata().index = 50;
             snap.mut_metadata().term = 3;
             s.apply_snapshot(snap).await.unwrap();
