@@ -6,11 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
-use crate::metadata::{load_cluster_id, TopicRegistry};
+use crate::metadata::load_cluster_id;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
 
+/// How long a starting broker waits to be registered and unfenced, and for the offsets
+/// topic, before serving anyway.
+const STARTUP_REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Bound on messages queued between two shards; senders wait beyond it.
 const MESH_CAPACITY: usize = 1024;
 
@@ -21,9 +25,6 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     raise_open_file_limit();
     let clean_start = take_clean_shutdown_marker(&config.data_dir)?;
     let cluster_id: Arc<str> = load_cluster_id(&config.data_dir, config.node_id)?.into();
-    // Read the registry before starting shards, so a corrupt one fails the start loudly.
-    let registry = TopicRegistry::load(&config.data_dir)?;
-    let registry = std::sync::Mutex::new(Some(registry));
     let cpus = choose_cpus(cores)?;
     warn_about_host(&cpus, &config.data_dir);
     tracing::info!(
@@ -37,25 +38,17 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let data_dir = config.data_dir.clone();
     let config = Arc::new(config);
-    let registry = Arc::new(registry);
     let stopping = shutdown.clone();
     corelog_io::shard::run_shards(&cpus, MESH_CAPACITY, move |ctx| {
         let shutdown = stopping.clone();
         let config = config.clone();
         let cluster_id = cluster_id.clone();
-        let registry = registry.clone();
         async move {
-            let owned_registry = if ctx.shard_id == CONTROLLER_SHARD {
-                registry.lock().expect("registry handed over once").take()
-            } else {
-                None
-            };
             let shard = Rc::new(Shard::new(
                 ctx.shard_id,
                 ctx.shard_count,
                 config.clone(),
                 cluster_id,
-                owned_registry,
                 clean_start,
             ));
             let served = shard.clone();
@@ -64,29 +57,46 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 .join(move |request| served.clone().serve(request))
                 .await;
             shard.set_mesh(mesh);
-            if ctx.shard_id == CONTROLLER_SHARD {
-                if let Err(e) = shard.publish_initial_image().await {
-                    tracing::error!("cannot create the internal offsets topic: {e:#}");
-                    std::process::exit(1);
+            let member = if ctx.shard_id == CONTROLLER_SHARD {
+                match ClusterMember::start(config.clone()).await {
+                    Ok(member) => {
+                        let _ = shard.cluster.set(member.clone());
+                        corelog_io::spawn_local(shard.clone().run_image_updates()).detach();
+                        corelog_io::spawn_local(member.clone().run_controller()).detach();
+                        corelog_io::spawn_local(member.clone().run_heartbeats()).detach();
+                        Some(member)
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot start the controller quorum member: {e:#}");
+                        std::process::exit(1);
+                    }
                 }
+            } else {
+                None
+            };
+            if let Some(member) = &member {
+                member.wait_ready(STARTUP_REGISTRATION_WAIT).await;
             }
-            shard.wait_for_first_image().await;
+            shard.wait_for_first_image(STARTUP_REGISTRATION_WAIT).await;
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();
             corelog_io::spawn_local(shard.clone().run_retention()).detach();
             corelog_io::spawn_local(shard.clone().run_group_timers()).detach();
             corelog_io::spawn_local(crate::group::api::run_offsets_retention(shard.clone()))
                 .detach();
-            let listener = match corelog_io::TcpListener::bind(config.listen) {
+            corelog_io::spawn_local(shard.clone().run_isr_maintenance()).detach();
+            let bind = |address: std::net::SocketAddr| match corelog_io::TcpListener::bind(address)
+            {
                 Ok(listener) => listener,
                 Err(e) => {
-                    tracing::error!(
-                        "shard {} cannot listen on {}: {e}",
-                        ctx.shard_id,
-                        config.listen
-                    );
+                    tracing::error!("shard {} cannot listen on {address}: {e}", ctx.shard_id);
                     std::process::exit(1);
                 }
             };
+            let listener = bind(config.listen);
+            // Followers fetch on their own listener when one is configured.
+            let inter_broker = config.cluster.inter_broker_listen.map(|address| {
+                corelog_io::spawn_local(crate::server::accept_loop(shard.clone(), bind(address)))
+            });
             tracing::info!(shard = ctx.shard_id, cpu = ctx.cpu, "shard serving");
             let metrics_endpoint = match (ctx.shard_id, config.metrics_listen) {
                 (CONTROLLER_SHARD, Some(address)) => match corelog_io::TcpListener::bind(address) {
@@ -104,14 +114,21 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
             let accepting =
                 corelog_io::spawn_local(crate::server::accept_loop(shard.clone(), listener));
             shutdown.wait_requested().await;
+            if let Some(member) = &member {
+                member.controlled_shutdown().await;
+            }
             // Dropping the accept task closes the listener; open connections finish the
             // requests they have in flight and close.
             drop(accepting);
+            drop(inter_broker);
             drop(metrics_endpoint);
             shard.stop_serving().await;
             shutdown.drained(ctx.shard_count).await;
             if !shard.close_logs_cleanly() {
                 shutdown.flush_failed();
+            }
+            if let Some(member) = member {
+                member.quorum.shutdown().await;
             }
         }
     })?;

@@ -9,6 +9,7 @@
 //! - [`metadata`]: topics and their persistence; [`config`]: broker settings.
 
 pub mod admin_http;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handlers;

@@ -1,16 +1,18 @@
-//! Cluster metadata of a single node: topics, their ids, partition counts and config
-//! overrides. Shard 0 owns the [`TopicRegistry`] (the only writer, persisted in the data
-//! dir); every shard holds an immutable [`MetadataImage`] snapshot that shard 0 pushes after
-//! each change, so reads never cross shards or take locks.
+//! Cluster metadata as shards serve it: topics with their ids, effective settings,
+//! replicas, leaders and ISRs, and the brokers. The controller quorum (see
+//! [`crate::cluster`]) keeps the authoritative [`ClusterImage`]; shard 0 turns each
+//! committed version into a [`MetadataImage`] and pushes it to every shard, so reads never
+//! cross shards or take locks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use corelog_replication::metadata::{BrokerRegistration, ClusterImage, PartitionState, TopicImage};
 
 use crate::config::BrokerConfig;
 use crate::errors::ErrorCode;
@@ -22,11 +24,12 @@ pub const MAX_PARTITIONS: i32 = 10_000;
 const MAX_TOPIC_NAME_LEN: usize = 249;
 
 /// A topic as stored: what survives a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct TopicRecord {
     pub name: String,
     pub id: Uuid,
     pub partitions: i32,
+    pub replication_factor: i16,
     /// Per-topic overrides, Kafka topic config names (`retention.ms`, ...).
     pub configs: BTreeMap<String, String>,
 }
@@ -37,13 +40,25 @@ pub struct TopicMeta {
     pub record: TopicRecord,
     pub log_config: LogConfig,
     pub min_insync_replicas: i32,
+    /// The topic as the controller quorum keeps it: replicas, leaders, ISRs.
+    pub cluster: Arc<TopicImage>,
 }
 
-/// One version of the topic table, shared read-only by all shards.
+impl TopicMeta {
+    pub fn partition(&self, index: i32) -> Option<&PartitionState> {
+        self.cluster.partitions.get(usize::try_from(index).ok()?)
+    }
+}
+
+/// One version of the cluster metadata, shared read-only by all shards.
 #[derive(Debug, Default)]
 pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     ids: HashMap<Uuid, String>,
+    /// Brokers, and the committed image the topics were built from.
+    pub cluster: Arc<ClusterImage>,
+    /// The active controller, when one is known.
+    pub controller_id: Option<i32>,
 }
 
 impl MetadataImage {
@@ -218,78 +233,76 @@ pub fn resolve_topic(broker: &BrokerConfig, record: TopicRecord) -> Result<Topic
             }
         }
     }
+    // Replicas and leaders are the controller's; a topic only being checked has none yet.
+    let cluster = Arc::new(TopicImage {
+        name: record.name.clone(),
+        id: record.id,
+        configs: record.configs.clone(),
+        partitions: Vec::new(),
+    });
     Ok(TopicMeta {
         record,
         log_config,
         min_insync_replicas,
+        cluster,
     })
 }
 
-/// The writable topic table, owned by shard 0 and persisted as JSON in the data dir.
-pub struct TopicRegistry {
-    path: PathBuf,
-    topics: BTreeMap<String, TopicRecord>,
-}
-
-const REGISTRY_FILE: &str = "topics.json";
-
-impl TopicRegistry {
-    pub fn load(data_dir: &Path) -> anyhow::Result<TopicRegistry> {
-        let path = data_dir.join(REGISTRY_FILE);
-        let topics = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let list: Vec<TopicRecord> = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{} is corrupt", path.display()))?;
-                list.into_iter().map(|t| (t.name.clone(), t)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+impl MetadataImage {
+    /// The image shards serve from a committed cluster image. Topics are re-resolved only
+    /// when their cluster entry changed; a topic whose stored configs no longer resolve (a
+    /// setting was dropped) is served with broker defaults and a warning.
+    pub fn build(
+        cluster: Arc<ClusterImage>,
+        previous: &MetadataImage,
+        broker: &BrokerConfig,
+        controller_id: Option<i32>,
+    ) -> MetadataImage {
+        let mut image = MetadataImage {
+            controller_id,
+            ..MetadataImage::default()
         };
-        Ok(TopicRegistry { path, topics })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&TopicRecord> {
-        self.topics.get(name)
-    }
-
-    pub fn find_by_id(&self, id: &Uuid) -> Option<&TopicRecord> {
-        self.topics.values().find(|t| &t.id == id)
-    }
-
-    /// Inserts or replaces a topic and persists the table before returning, so a topic a
-    /// client was told exists survives a crash.
-    pub fn put(&mut self, record: TopicRecord) -> std::io::Result<()> {
-        self.topics.insert(record.name.clone(), record);
-        self.persist()
-    }
-
-    pub fn remove(&mut self, name: &str) -> std::io::Result<Option<TopicRecord>> {
-        let removed = self.topics.remove(name);
-        if removed.is_some() {
-            self.persist()?;
+        for (name, topic) in &cluster.topics {
+            let meta = match previous.topics.get(name) {
+                Some(known) if Arc::ptr_eq(&known.cluster, topic) => known.clone(),
+                _ => Arc::new(topic_meta(broker, topic.clone())),
+            };
+            image.ids.insert(topic.id, name.clone());
+            image.topics.insert(name.clone(), meta);
         }
-        Ok(removed)
-    }
-
-    /// Builds the image every shard serves from. Topics whose stored configs no longer
-    /// resolve (a setting was dropped) are served with broker defaults and a warning.
-    pub fn image(&self, broker: &BrokerConfig) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for record in self.topics.values() {
-            let meta = resolve_topic(broker, record.clone()).unwrap_or_else(|e| {
-                tracing::warn!(topic = %record.name, "stored topic config invalid ({}); using broker defaults", e.message);
-                TopicMeta { record: record.clone(), log_config: broker.log.clone(), min_insync_replicas: 1 }
-            });
-            image.ids.insert(record.id, record.name.clone());
-            image.topics.insert(record.name.clone(), Arc::new(meta));
-        }
+        image.cluster = cluster;
         image
     }
 
-    fn persist(&self) -> std::io::Result<()> {
-        let list: Vec<&TopicRecord> = self.topics.values().collect();
-        let json = serde_json::to_vec_pretty(&list).expect("topic records serialize");
-        write_atomically(&self.path, &json)
+    /// A live broker's client endpoint.
+    pub fn broker(&self, id: i32) -> Option<&BrokerRegistration> {
+        self.cluster.brokers.get(&id).filter(|b| !b.fenced)
+    }
+}
+
+fn topic_meta(broker: &BrokerConfig, topic: Arc<TopicImage>) -> TopicMeta {
+    let record = TopicRecord {
+        name: topic.name.clone(),
+        id: topic.id,
+        partitions: topic.partitions.len() as i32,
+        replication_factor: topic
+            .partitions
+            .first()
+            .map_or(0, |p| p.replicas.len() as i16),
+        configs: topic.configs.clone(),
+    };
+    let resolved = resolve_topic(broker, record.clone()).unwrap_or_else(|e| {
+        tracing::warn!(topic = %record.name, "stored topic config invalid ({}); using broker defaults", e.message);
+        TopicMeta {
+            record,
+            log_config: broker.log.clone(),
+            min_insync_replicas: broker.cluster.min_insync_replicas,
+            cluster: topic.clone(),
+        }
+    });
+    TopicMeta {
+        cluster: topic,
+        ..resolved
     }
 }
 

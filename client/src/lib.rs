@@ -17,7 +17,7 @@ pub mod records;
 mod versions;
 
 pub use client::{BrokerInfo, Client, Metadata, PartitionInfo, TopicInfo, Topics};
-pub use connection::{Connection, Options, Wanted};
+pub use connection::{encode_frame, Connection, Options, Wanted};
 pub use error::{Error, Result};
 pub use kafka_protocol;
 pub use versions::ApiVersions;

@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod mesh;
+pub mod net;
 pub mod sendfile;
 pub mod shard;
 

@@ -69,8 +69,12 @@ pub async fn serve(
     }
 }
 
+/// How long a commit waits for the offsets partition's in-sync replicas.
+const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Appends offset changes of `group` to its offsets partition and waits until they are
-/// fdatasynced: an acknowledged commit survives a crash. Applies them in memory after.
+/// fdatasynced and replicated to the ISR: an acknowledged commit survives a crash and a
+/// coordinator failover. Applies them in memory after.
 async fn store_offsets(
     shard: &Rc<Shard>,
     group: &str,
@@ -89,9 +93,19 @@ async fn store_offsets(
         );
         return Err(ErrorCode::CoordinatorNotAvailable);
     }
-    if let Err(e) = partition.wait_durable(appended.last_offset).await {
-        tracing::error!(group, "storing offsets failed: {e}");
-        return Err(ErrorCode::CoordinatorNotAvailable);
+    // Bounded: a commit the ISR cannot take within the timeout fails, and the client retries.
+    let acknowledged = futures::future::select(
+        Box::pin(partition.wait_acknowledged(appended.last_offset)),
+        Box::pin(corelog_io::sleep(OFFSET_COMMIT_TIMEOUT)),
+    )
+    .await;
+    match acknowledged {
+        futures::future::Either::Left((Ok(()), _)) => {}
+        futures::future::Either::Left((Err(code), _)) => {
+            tracing::warn!(group, "storing offsets failed: {code:?}");
+            return Err(ErrorCode::NotCoordinator);
+        }
+        futures::future::Either::Right(_) => return Err(ErrorCode::RequestTimedOut),
     }
     shard.groups.borrow_mut().apply(changes);
     Ok(())

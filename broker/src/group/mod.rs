@@ -167,6 +167,14 @@ impl GroupCoordinator {
         }
     }
 
+    /// Forgets the groups kept in offsets partition `index` (of `count`): this broker no
+    /// longer coordinates them, and their members' next requests send them to the new
+    /// coordinator.
+    pub fn unload_partition(&mut self, index: i32, count: i32) {
+        self.groups
+            .retain(|group, _| offsets::offsets_partition_for(group, count) != index);
+    }
+
     /// Every committed offset: (group, topic, partition, offset), for lag metrics.
     pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
         self.groups

@@ -1,4 +1,5 @@
-//! CreatePartitions: grows topics; new partitions open on their owning shards.
+//! CreatePartitions: grows topics, with explicit replicas for the new partitions or the
+//! controller's placement; new partitions open on their owning shards.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -11,19 +12,26 @@ pub async fn handle(
     ctx: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node_id = ctx.shard.config.node_id;
-    let bad_assignment =
-        |topic: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic| {
-            topic.assignments.as_ref().is_some_and(|list| {
-                list.iter()
-                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
-            })
-        };
-    let to_grow: Vec<(String, i32)> = request
+    let to_grow: Vec<(
+        String,
+        i32,
+        Option<corelog_replication::metadata::Assignment>,
+    )> = request
         .topics
         .iter()
-        .filter(|t| !bad_assignment(t))
-        .map(|t| (t.name.to_string(), t.count))
+        .map(|t| {
+            // Some clients send an empty list for "no assignments".
+            let assignments = t
+                .assignments
+                .as_ref()
+                .filter(|l| !l.is_empty())
+                .map(|list| {
+                    list.iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                });
+            (t.name.to_string(), t.count, assignments)
+        })
         .collect();
     let mut outcomes = ctx
         .shard
@@ -38,13 +46,6 @@ pub async fn handle(
         .iter()
         .map(|topic| {
             let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            if bad_assignment(topic) {
-                return result
-                    .with_error_code(ErrorCode::InvalidReplicaAssignment.code())
-                    .with_error_message(Some(str_bytes(format!(
-                        "assignments may only name broker {node_id}, once"
-                    ))));
-            }
             match outcomes.next() {
                 Some(Ok(_)) => result,
                 Some(Err(error)) => result

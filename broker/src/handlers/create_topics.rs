@@ -15,7 +15,6 @@ use crate::shard::{NewTopic, TopicChange};
 
 pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let shard = &ctx.shard;
-    let node_id = shard.config.node_id;
     let mut refused: Vec<Option<TopicError>> = Vec::with_capacity(request.topics.len());
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
@@ -34,35 +33,26 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                 }
             }
         }
-        // Manual assignments are accepted when they name only this broker.
-        let mut partitions = topic.num_partitions;
-        if !topic.assignments.is_empty() {
-            if topic.num_partitions != -1 || topic.replication_factor != -1 {
-                error = Some(TopicError::new(
-                    ErrorCode::InvalidRequest,
-                    "assignments require num_partitions and replication_factor of -1",
-                ));
-            } else if topic
+        // Explicit assignments are checked against the brokers by the controller.
+        let assignments = (!topic.assignments.is_empty()).then(|| {
+            topic
                 .assignments
                 .iter()
-                .any(|a| a.broker_ids.iter().any(|b| b.0 != node_id) || a.broker_ids.len() != 1)
-            {
-                error = Some(TopicError::new(
-                    ErrorCode::InvalidReplicaAssignment,
-                    format!("assignments may only name broker {node_id}, once"),
-                ));
-            }
-            partitions = topic.assignments.len() as i32;
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
+        if assignments.is_some() && (topic.num_partitions != -1 || topic.replication_factor != -1) {
+            error = Some(TopicError::new(
+                ErrorCode::InvalidRequest,
+                "assignments require num_partitions and replication_factor of -1",
+            ));
         }
         refused.push(error);
         topics.push(NewTopic {
             name: topic.name.to_string(),
-            partitions,
-            replication_factor: if topic.assignments.is_empty() {
-                topic.replication_factor
-            } else {
-                1
-            },
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments,
             configs,
         });
     }
@@ -113,7 +103,7 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                         .with_name(topic.name)
                         .with_topic_id(resolved.record.id)
                         .with_num_partitions(resolved.record.partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(resolved.record.replication_factor)
                         .with_configs(Some(configs))
                 }
                 Err(error) => CreatableTopicResult::default()

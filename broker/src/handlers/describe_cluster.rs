@@ -1,4 +1,5 @@
-//! DescribeCluster: this single node, as the admin clients' cluster view.
+//! DescribeCluster: the live brokers and the active controller, as admin clients see the
+//! cluster.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -13,15 +14,23 @@ pub async fn handle(
     ctx: &RequestContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let config = &ctx.shard.config;
+    let image = ctx.shard.image();
+    let brokers = image
+        .cluster
+        .live_brokers()
+        .map(|broker| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.id))
+                .with_host(str_bytes(broker.kafka.host.clone()))
+                .with_port(broker.kafka.port as i32)
+                .with_rack(broker.rack.clone().map(str_bytes))
+        })
+        .collect();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(ctx.shard.cluster_id.to_string()))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(image.controller_id.unwrap_or(-1)))
         .with_endpoint_type(request.endpoint_type.max(ENDPOINT_BROKERS))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port as i32)]);
+        .with_brokers(brokers);
     if request.endpoint_type > 2 {
         return response
             .with_error_code(ErrorCode::UnsupportedEndpointType.code())

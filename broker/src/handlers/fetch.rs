@@ -1,5 +1,7 @@
 //! Fetch: read from the owning shards; when less than min_bytes is available, long-poll
-//! (woken by appends) until max_wait. Fetch sessions (KIP-227) are not kept yet: every
+//! until max_wait. Consumers read up to the high watermark and wake when it moves;
+//! followers (a replica id set) read up to the log end, report their position to the
+//! leader with each fetch, and learn of a diverging log (KIP-320). Fetch sessions (KIP-227) are not kept yet: every
 //! response carries session id 0, which clients take as "full fetches only".
 //!
 //! Owning shards answer with file ranges, not bytes: the connection's shard either sends
@@ -92,6 +94,12 @@ async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + max_wait;
+    // Fetch v15 (KIP-903) moved the follower's id into replica_state.
+    let replica_id = if ctx.api_version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
 
     let mut responses: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
     let mut records: Vec<Vec<Option<ReadSlice>>> = request
@@ -120,6 +128,8 @@ async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
                                 partition: fetch.partition,
                                 offset: fetch.fetch_offset,
                                 max_bytes: fetch.partition_max_bytes.max(0) as usize,
+                                current_leader_epoch: fetch.current_leader_epoch,
+                                last_fetched_epoch: fetch.last_fetched_epoch,
                             },
                         ));
                     ErrorCode::UnknownServerError
@@ -138,14 +148,21 @@ async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
     // First an immediate read everywhere; then, if that is not enough, a long poll on every
     // involved shard, answering as soon as the data gathered reaches min_bytes.
     let mut gathered = 0usize;
-    let mut immediate = read_round(ctx, &per_shard, min_bytes, max_bytes, None);
+    let mut immediate = read_round(ctx, replica_id, &per_shard, min_bytes, max_bytes, None);
     while let Some((slots, results)) = immediate.next().await {
         gathered += place(&mut responses, &mut records, slots, results);
     }
     drop(immediate);
     let waiting = deadline.saturating_duration_since(Instant::now());
     if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() {
-        let mut polls = read_round(ctx, &per_shard, min_bytes, max_bytes, Some(waiting));
+        let mut polls = read_round(
+            ctx,
+            replica_id,
+            &per_shard,
+            min_bytes,
+            max_bytes,
+            Some(waiting),
+        );
         while let Some((slots, results)) = polls.next().await {
             let found: usize = results.iter().map(FetchResult::byte_len).sum();
             if found > 0 {
@@ -164,6 +181,7 @@ async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
 
 fn read_round<'a>(
     ctx: &'a RequestContext,
+    replica_id: i32,
     per_shard: &'a ByShard<FetchQuery>,
     min_bytes: usize,
     max_bytes: usize,
@@ -177,6 +195,7 @@ fn read_round<'a>(
             let slots: Vec<Slot> = items.iter().map(|(slot, _)| *slot).collect();
             let queries = items.iter().map(|(_, query)| query.clone()).collect();
             let request = ShardRequest::Fetch {
+                replica_id,
                 queries,
                 min_bytes,
                 max_bytes,
@@ -212,7 +231,13 @@ fn place(
 }
 
 fn partition_data(index: i32, result: &FetchResult) -> PartitionData {
+    let diverging = result.diverging_epoch.map(|(epoch, end_offset)| {
+        kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+            .with_epoch(epoch)
+            .with_end_offset(end_offset)
+    });
     PartitionData::default()
+        .with_diverging_epoch(diverging.unwrap_or_default())
         .with_partition_index(index)
         .with_error_code(result.error_code)
         .with_high_watermark(result.high_watermark)

@@ -1,5 +1,6 @@
-//! Metadata: brokers (this one), topics with ids and partitions. Unknown topics asked for
-//! by name are created when auto-creation is on and the client allows it.
+//! Metadata: live brokers, topics with ids and each partition's leader, leader epoch,
+//! replicas and ISR, from this broker's copy of the committed cluster metadata. Unknown
+//! topics asked for by name are created when auto-creation is on and the client allows it.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -9,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use super::{auto_create_topics, str_bytes, RequestContext};
 use crate::errors::ErrorCode;
 use crate::group::offsets::OFFSETS_TOPIC;
-use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::metadata::{validate_topic_name, MetadataImage, TopicMeta};
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let shard = &ctx.shard;
@@ -22,12 +23,12 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         None => image
             .topics
             .values()
-            .map(|t| topic_entry(t, config.node_id))
+            .map(|t| topic_entry(t, &image))
             .collect(),
         Some(wanted) if wanted.is_empty() && ctx.api_version == 0 => image
             .topics
             .values()
-            .map(|t| topic_entry(t, config.node_id))
+            .map(|t| topic_entry(t, &image))
             .collect(),
         Some(wanted) => {
             let missing: Vec<String> = wanted
@@ -46,34 +47,60 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
                         None => image.topic_by_id(&t.topic_id),
                     };
                     match found {
-                        Some(topic) => topic_entry(topic, config.node_id),
+                        Some(topic) => topic_entry(topic, &image),
                         None => missing_entry(t.name.clone(), t.topic_id),
                     }
                 })
                 .collect()
         }
     };
+    let brokers = image
+        .cluster
+        .live_brokers()
+        .map(|broker| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.id))
+                .with_host(str_bytes(broker.kafka.host.clone()))
+                .with_port(broker.kafka.port as i32)
+                .with_rack(broker.rack.clone().map(str_bytes))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port as i32)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(shard.cluster_id.to_string())))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(image.controller_id.unwrap_or(-1)))
         .with_topics(topics)
 }
 
-/// Every partition is led by this node until replication exists.
-fn topic_entry(topic: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
-    let node = BrokerId(node_id);
-    let partitions = (0..topic.record.partitions)
-        .map(|index| {
+/// A partition without a live leader is reported with LEADER_NOT_AVAILABLE, so clients
+/// refresh and retry; fenced replicas are listed as offline.
+fn topic_entry(topic: &TopicMeta, image: &MetadataImage) -> MetadataResponseTopic {
+    let ids = |list: &[i32]| list.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
+    let partitions = topic
+        .cluster
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, state)| {
+            let leader_live = image.broker(state.leader).is_some();
+            let offline: Vec<i32> = state
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&id| image.broker(id).is_none())
+                .collect();
             MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_error_code(if leader_live {
+                    0
+                } else {
+                    ErrorCode::LeaderNotAvailable.code()
+                })
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(if leader_live { state.leader } else { -1 }))
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

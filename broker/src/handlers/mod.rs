@@ -27,6 +27,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -78,6 +79,7 @@ served_apis! {
     Produce(ProduceRequest) => produce,
     Fetch(FetchRequest) => fetch,
     ListOffsets(ListOffsetsRequest) => list_offsets,
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest) => offset_for_leader_epoch,
     Metadata(MetadataRequest) => metadata,
     ApiVersions(ApiVersionsRequest) => api_versions,
     CreateTopics(CreateTopicsRequest) => create_topics,
@@ -127,6 +129,7 @@ async fn auto_create_topics(
             name,
             partitions: -1,
             replication_factor: -1,
+            assignments: None,
             configs: Default::default(),
         })
         .collect();

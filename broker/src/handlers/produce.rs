@@ -1,5 +1,6 @@
 //! Produce: group partitions by owning shard, append there (validated, offsets assigned in
-//! place, fdatasync for acks=all), answer in the request's order.
+//! place; for acks=all, fdatasynced and replicated to the ISR, bounded by the request's
+//! timeout), answer in the request's order.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -9,6 +10,8 @@ use crate::errors::ErrorCode;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::shard::{AppendRequest, AppendResult, ShardRequest, ShardResponse};
 
+/// Bound on how long an acks=all produce may wait for its replicas.
+const MAX_TIMEOUT_MS: i32 = 60_000;
 /// Produce v13 (KIP-516) names topics by id instead of by name.
 const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
 
@@ -16,6 +19,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> ProduceRes
     let shard = &ctx.shard;
     let by_id = ctx.api_version >= FIRST_VERSION_WITH_TOPIC_IDS;
     let acks = request.acks;
+    let timeout =
+        std::time::Duration::from_millis(request.timeout_ms.clamp(0, MAX_TIMEOUT_MS) as u64);
     let mut image = shard.image();
     if !by_id && shard.config.auto_create_topics {
         let missing: Vec<String> = request
@@ -83,7 +88,11 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> ProduceRes
     let results = scatter(
         shard,
         per_shard,
-        |partitions| ShardRequest::Append { acks, partitions },
+        |partitions| ShardRequest::Append {
+            acks,
+            timeout,
+            partitions,
+        },
         |response| match response {
             ShardResponse::Append(results) => Some(results),
             _ => None,

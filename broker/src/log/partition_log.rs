@@ -779,12 +779,8 @@ impl PartitionLog {
             }
         } else {
             let now_ms = system_time_ms(SystemTime::now());
-            let segment = LogSegment::create(
-                &self.dir,
-                offset,
-                now_ms,
-                self.config.index_interval_bytes,
-            )?;
+            let segment =
+                LogSegment::create(&self.dir, offset, now_ms, self.config.index_interval_bytes)?;
             std::mem::replace(&mut self.segments[0], segment).delete_files()?;
         }
         self.log_start_offset = offset;
@@ -957,7 +953,10 @@ fn load_epochs(dir: &Path, segments: &[LogSegment]) -> io::Result<LeaderEpochCac
         let mut position = 0;
         while position < segment.size() {
             let batch = segment.read_header(position)?;
-            note(batch.header.partition_leader_epoch.get(), batch.base_offset());
+            note(
+                batch.header.partition_leader_epoch.get(),
+                batch.base_offset(),
+            );
             position = batch.end();
         }
     }

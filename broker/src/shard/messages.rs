@@ -18,16 +18,22 @@ pub enum ShardRequest {
     /// Produce to partitions the receiving shard owns.
     Append {
         acks: i16,
+        /// How long acks=all may wait for the in-sync replicas.
+        timeout: Duration,
         partitions: Vec<AppendRequest>,
     },
     /// Read from partitions the receiving shard owns; wait up to `wait` for `min_bytes`.
     Fetch {
+        /// The fetching follower's broker id; -1 for consumers.
+        replica_id: i32,
         queries: Vec<FetchQuery>,
         min_bytes: usize,
         max_bytes: usize,
         wait: Option<Duration>,
     },
     ListOffsets(Vec<OffsetQuery>),
+    /// End offsets of leader epochs (OffsetForLeaderEpoch).
+    EpochEndOffsets(Vec<EpochQuery>),
     /// Create, delete or grow topics: only sent to the controller shard.
     ChangeTopics(TopicChange),
     /// A new metadata image from the controller shard.
@@ -37,6 +43,8 @@ pub enum ShardRequest {
     },
     /// A snapshot of the receiving shard's metrics.
     Metrics,
+    /// A request for the active controller, through the controller shard's cluster member.
+    Controller(Box<corelog_replication::metadata::ControllerRequest>),
     /// A group API request for groups the receiving shard coordinates.
     Group {
         version: i16,
@@ -49,8 +57,10 @@ pub enum ShardResponse {
     Append(Vec<AppendResult>),
     Fetch(Vec<FetchResult>),
     ListOffsets(Vec<OffsetResult>),
+    EpochEndOffsets(Vec<EpochResult>),
     TopicsChanged(Vec<Result<TopicRecord, TopicError>>),
     ImageApplied,
+    Controller(Box<corelog_replication::metadata::ControllerResponse>),
     Group(Box<ResponseKind>),
     Metrics(Box<crate::metrics::ShardSnapshot>),
     /// The target shard is gone (shutting down).
@@ -90,6 +100,10 @@ pub struct FetchQuery {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// The leader epoch the fetcher believes current (-1: unchecked).
+    pub current_leader_epoch: i32,
+    /// A follower's epoch of its last fetched batch (-1: none), to detect divergence.
+    pub last_fetched_epoch: i32,
 }
 
 pub struct FetchResult {
@@ -99,6 +113,9 @@ pub struct FetchResult {
     /// The batches to send, as a range of a segment file (sent or copied by the
     /// connection's shard).
     pub records: Option<ReadSlice>,
+    /// For a follower whose log diverges from the leader's: (epoch, end offset) to
+    /// truncate to (KIP-320).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 impl FetchResult {
@@ -108,6 +125,7 @@ impl FetchResult {
             high_watermark: -1,
             log_start_offset: -1,
             records: None,
+            diverging_epoch: None,
         }
     }
 
@@ -140,6 +158,30 @@ impl OffsetResult {
     }
 }
 
+pub struct EpochQuery {
+    pub topic: String,
+    pub partition: i32,
+    /// The epoch the asker believes current (-1: unchecked), fenced if it is stale.
+    pub current_leader_epoch: i32,
+    pub leader_epoch: i32,
+}
+
+pub struct EpochResult {
+    pub error_code: i16,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+impl EpochResult {
+    pub fn error(code: ErrorCode) -> Self {
+        EpochResult {
+            error_code: code.code(),
+            leader_epoch: -1,
+            end_offset: -1,
+        }
+    }
+}
+
 /// A topic named by a request: by name, or by id (newer request versions).
 #[derive(Debug, Clone)]
 pub enum TopicRef {
@@ -153,6 +195,8 @@ pub struct NewTopic {
     pub partitions: i32,
     /// -1: the broker's default.replication.factor.
     pub replication_factor: i16,
+    /// Explicit replicas per partition (then partitions and replication factor are -1).
+    pub assignments: Option<corelog_replication::metadata::Assignment>,
     pub configs: std::collections::BTreeMap<String, String>,
 }
 
@@ -179,8 +223,13 @@ pub enum TopicChange {
         validate_only: bool,
     },
     Delete(Vec<TopicRef>),
+    /// Per topic: the new total count and, optionally, the new partitions' replicas.
     AddPartitions {
-        topics: Vec<(String, i32)>,
+        topics: Vec<(
+            String,
+            i32,
+            Option<corelog_replication::metadata::Assignment>,
+        )>,
         validate_only: bool,
     },
 }

@@ -1,13 +1,16 @@
 //! A shard: one core's share of the broker. It owns the partitions placed on it
 //! ([`crate::metadata::shard_for`]), serves their appends and reads, and forwards work for
-//! other shards' partitions over the mesh. Shard 0 also owns the topic registry.
+//! other shards' partitions over the mesh. Shard 0 also holds the broker's member of the
+//! controller quorum ([`crate::cluster`]) and publishes each committed metadata image.
 //!
 //! Nothing here is shared between threads except immutable `Arc`s (the metadata image,
 //! config) and `Bytes` payloads; per-shard state lives in `RefCell`s never borrowed across
 //! an `.await`.
 
+mod follower;
 mod messages;
 mod partition;
+mod replicas;
 mod topics;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -19,23 +22,26 @@ use std::time::{Duration, Instant};
 use corelog_io::mesh::ShardMesh;
 
 pub use messages::{
-    AppendRequest, AppendResult, ConfigEdit, ConfigOp, FetchQuery, FetchResult, NewTopic,
-    OffsetQuery, OffsetResult, ShardRequest, ShardResponse, TopicChange, TopicRef,
+    AppendRequest, AppendResult, ConfigEdit, ConfigOp, EpochQuery, EpochResult, FetchQuery,
+    FetchResult, NewTopic, OffsetQuery, OffsetResult, ShardRequest, ShardResponse, TopicChange,
+    TopicRef,
 };
 pub use partition::Partition;
 
+use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
 use crate::errors::ErrorCode;
 use crate::group::offsets::{offsets_partition_for, OFFSETS_TOPIC};
 use crate::group::GroupCoordinator;
-use crate::metadata::{shard_for, MetadataImage, TopicRegistry};
+use crate::metadata::{shard_for, MetadataImage};
 use crate::metrics::{ShardMetrics, ShardSnapshot};
+use corelog_replication::metadata::ControllerRequest;
 
 /// How long a stopping broker lets connections finish their in-flight requests (a long
 /// poll holds one up to its max wait).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// The shard that owns the topic registry and serializes topic changes.
+/// The shard holding the cluster member, through which topic changes go.
 pub const CONTROLLER_SHARD: usize = 0;
 
 pub struct Shard {
@@ -50,9 +56,12 @@ pub struct Shard {
     /// Partitions this shard owns: topic name -> partition index -> partition.
     partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
     /// Only on [`CONTROLLER_SHARD`].
-    registry: Option<RefCell<TopicRegistry>>,
-    /// Serializes topic changes on the controller shard, which await image broadcasts.
-    topic_change_lock: futures::lock::Mutex<()>,
+    pub cluster: OnceCell<Rc<ClusterMember>>,
+    /// The last metadata index every shard has applied (controller shard only).
+    published_index: Cell<u64>,
+    published: event_listener::Event,
+    /// Connections fetching the partitions this shard follows from their leaders.
+    lanes: RefCell<replicas::Lanes>,
     pub connections: Cell<usize>,
     /// The previous run stopped cleanly: logs open without a recovery scan.
     clean_start: bool,
@@ -70,7 +79,6 @@ impl Shard {
         count: usize,
         config: Arc<BrokerConfig>,
         cluster_id: Arc<str>,
-        registry: Option<TopicRegistry>,
         clean_start: bool,
     ) -> Shard {
         Shard {
@@ -83,8 +91,10 @@ impl Shard {
             image_version: Cell::new(0),
             image_applied: event_listener::Event::new(),
             partitions: RefCell::new(HashMap::new()),
-            registry: registry.map(RefCell::new),
-            topic_change_lock: futures::lock::Mutex::new(()),
+            cluster: OnceCell::new(),
+            lanes: RefCell::new(Default::default()),
+            published_index: Cell::new(0),
+            published: event_listener::Event::new(),
             connections: Cell::new(0),
             clean_start,
             stopping: Cell::new(false),
@@ -134,27 +144,57 @@ impl Shard {
     /// Serves a request addressed to this shard, from itself or from another shard.
     pub async fn serve(self: Rc<Self>, request: ShardRequest) -> ShardResponse {
         match request {
-            ShardRequest::Append { acks, partitions } => {
-                ShardResponse::Append(self.append(acks, partitions).await)
-            }
+            ShardRequest::Append {
+                acks,
+                timeout,
+                partitions,
+            } => ShardResponse::Append(self.append(acks, timeout, partitions).await),
             ShardRequest::Fetch {
+                replica_id,
                 queries,
                 min_bytes,
                 max_bytes,
                 wait,
             } => {
                 let deadline = wait.map(|wait| Instant::now() + wait);
-                ShardResponse::Fetch(self.fetch(queries, min_bytes, max_bytes, deadline).await)
+                ShardResponse::Fetch(
+                    self.fetch(replica_id, queries, min_bytes, max_bytes, deadline)
+                        .await,
+                )
             }
             ShardRequest::ListOffsets(queries) => {
                 ShardResponse::ListOffsets(queries.iter().map(|q| self.list_offset(q)).collect())
             }
+            ShardRequest::EpochEndOffsets(queries) => ShardResponse::EpochEndOffsets(
+                queries
+                    .iter()
+                    .map(|q| match self.partition(&q.topic, q.partition) {
+                        None => EpochResult::error(ErrorCode::NotLeaderOrFollower),
+                        Some(p) => p.epoch_end_offset(q.current_leader_epoch, q.leader_epoch),
+                    })
+                    .collect(),
+            ),
             ShardRequest::ChangeTopics(change) => {
                 ShardResponse::TopicsChanged(self.change_topics(change).await)
             }
             ShardRequest::ApplyImage { version, image } => {
                 self.apply_image(version, image);
                 ShardResponse::ImageApplied
+            }
+            ShardRequest::Controller(mut request) => {
+                let Some(member) = self.cluster.get() else {
+                    return ShardResponse::Unavailable;
+                };
+                if let ControllerRequest::AlterPartition { broker_epoch, .. } = &mut *request {
+                    *broker_epoch = member.broker_epoch();
+                }
+                match member.request(*request).await {
+                    Ok(response) => ShardResponse::Controller(Box::new(response)),
+                    Err(e) => {
+                        tracing::debug!("controller request failed: {}", e.message);
+                        ShardResponse::Unavailable
+                    }
+                }
             }
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Group {
@@ -168,46 +208,75 @@ impl Shard {
     }
 
     /// Appends to this shard's partitions; with acks=all, waits until each append is
-    /// fdatasynced (group commit: concurrent produces share one sync per partition).
-    async fn append(&self, acks: i16, requests: Vec<AppendRequest>) -> Vec<AppendResult> {
+    /// fdatasynced (group commit: concurrent produces share one sync per partition) and
+    /// replicated to the ISR, up to `timeout`.
+    async fn append(
+        &self,
+        acks: i16,
+        timeout: Duration,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<AppendResult> {
         let now_ms = now_ms();
         let mut results = Vec::with_capacity(requests.len());
-        let mut durable_waits = Vec::new();
+        let mut waits = Vec::new();
         for request in requests {
             let result = match self.partition(&request.topic, request.partition) {
-                None => AppendResult::error(ErrorCode::UnknownTopicOrPartition, None),
+                None => AppendResult::error(
+                    self.missing_partition(&request.topic, request.partition),
+                    None,
+                ),
                 Some(partition) => {
                     let result = partition.append(&request.records, acks, now_ms);
                     if acks == -1 && result.error_code == 0 {
-                        durable_waits.push((results.len(), partition, result.last_offset));
+                        waits.push((results.len(), partition, result.last_offset));
                     }
                     result
                 }
             };
             results.push(result);
         }
-        let synced = futures::future::join_all(
-            durable_waits
+        if waits.is_empty() {
+            return results;
+        }
+        let acknowledged = futures::future::join_all(
+            waits
                 .iter()
-                .map(|(_, partition, last_offset)| partition.wait_durable(*last_offset)),
-        )
-        .await;
-        for ((index, _, _), outcome) in durable_waits.iter().zip(synced) {
-            if let Err(e) = outcome {
-                tracing::error!("fdatasync failed: {e}");
-                results[*index] = AppendResult::error(
-                    ErrorCode::KafkaStorageError,
-                    Some(format!("fdatasync failed: {e}")),
-                );
+                .map(|(_, partition, last_offset)| partition.wait_acknowledged(*last_offset)),
+        );
+        let outcomes = futures::select! {
+            outcomes = futures::FutureExt::fuse(acknowledged) => outcomes,
+            _ = futures::FutureExt::fuse(corelog_io::sleep(timeout)) => {
+                waits.iter().map(|_| Err(ErrorCode::RequestTimedOut)).collect()
+            }
+        };
+        for ((index, _, _), outcome) in waits.iter().zip(outcomes) {
+            if let Err(code) = outcome {
+                results[*index] = AppendResult::error(code, None);
             }
         }
         results
+    }
+
+    /// The error for a partition this shard does not hold: it exists but this broker is not
+    /// one of its replicas (clients refresh metadata and go to the leader), or it does not
+    /// exist.
+    fn missing_partition(&self, topic: &str, partition: i32) -> ErrorCode {
+        match self
+            .image
+            .borrow()
+            .topic(topic)
+            .and_then(|t| t.partition(partition))
+        {
+            Some(_) => ErrorCode::NotLeaderOrFollower,
+            None => ErrorCode::UnknownTopicOrPartition,
+        }
     }
 
     /// Reads this shard's share of a fetch; if fewer than `min_bytes` are available, waits
     /// for appends to any of the partitions until `deadline`.
     async fn fetch(
         &self,
+        replica_id: i32,
         queries: Vec<FetchQuery>,
         min_bytes: usize,
         max_bytes: usize,
@@ -218,15 +287,17 @@ impl Shard {
             .map(|q| self.partition(&q.topic, q.partition))
             .collect();
         loop {
-            // Listen before reading, so an append between the read and the wait is not missed.
+            // Listen before reading, so a change between the read and the wait is not
+            // missed: followers wait for appends, consumers for the high watermark.
             let listeners: Vec<_> = match deadline {
                 Some(_) => partitions
                     .iter()
                     .flatten()
-                    .map(|p| p.listen_appends())
+                    .map(|p| p.listen_readable(replica_id >= 0))
                     .collect(),
                 None => Vec::new(),
             };
+            let now = now_ms();
             let mut total = 0usize;
             let results: Vec<FetchResult> = queries
                 .iter()
@@ -234,11 +305,18 @@ impl Shard {
                 .map(|(query, partition)| {
                     let budget = max_bytes.saturating_sub(total);
                     let result = match partition {
-                        None => FetchResult::error(ErrorCode::UnknownTopicOrPartition),
+                        None => FetchResult::error(
+                            self.missing_partition(&query.topic, query.partition),
+                        ),
                         // Kafka returns at least one batch of the first partition with data
                         // even past max_bytes, so a consumer always makes progress.
                         Some(p) if budget > 0 || total == 0 => {
-                            p.read(query.offset, query.max_bytes.min(budget.max(1)))
+                            let max_bytes = query.max_bytes.min(budget.max(1));
+                            if replica_id >= 0 {
+                                p.read_for_follower(replica_id, query, max_bytes, now)
+                            } else {
+                                p.read_for_consumer(query, max_bytes)
+                            }
                         }
                         Some(p) => p.empty_read(),
                     };
@@ -260,7 +338,7 @@ impl Shard {
 
     fn list_offset(&self, query: &OffsetQuery) -> OffsetResult {
         match self.partition(&query.topic, query.partition) {
-            None => OffsetResult::error(ErrorCode::UnknownTopicOrPartition),
+            None => OffsetResult::error(self.missing_partition(&query.topic, query.partition)),
             Some(partition) => partition.list_offset(query.timestamp),
         }
     }
@@ -283,7 +361,7 @@ impl Shard {
 
     /// Installs a newer image: opens partitions this shard now owns, closes and deletes
     /// those of deleted topics. Images can arrive out of order; older ones are ignored.
-    fn apply_image(&self, version: u64, image: Arc<MetadataImage>) {
+    fn apply_image(self: &Rc<Self>, version: u64, image: Arc<MetadataImage>) {
         if version <= self.image_version.get() {
             return;
         }
@@ -306,7 +384,10 @@ impl Shard {
             let count = topic.record.partitions as usize;
             owned.resize(count.max(owned.len()), None);
             for (index, slot) in owned.iter_mut().enumerate() {
-                if shard_for(name, index as i32, self.count) != self.id {
+                let replica_here = topic
+                    .partition(index as i32)
+                    .is_some_and(|p| p.replicas.contains(&self.config.node_id));
+                if shard_for(name, index as i32, self.count) != self.id || !replica_here {
                     continue;
                 }
                 match slot {
@@ -322,9 +403,6 @@ impl Shard {
                     ) {
                         Ok(partition) => {
                             opened.add(&partition.recovery_stats());
-                            if name == OFFSETS_TOPIC {
-                                self.load_offsets(&partition);
-                            }
                             *slot = Some(Rc::new(partition));
                         }
                         Err(e) => {
@@ -335,19 +413,31 @@ impl Shard {
             }
         }
         opened.report(self.id);
+        drop(partitions);
+        *self.image.borrow_mut() = image.clone();
+        self.apply_roles(&image);
         self.groups.borrow_mut().on_metadata_change(&*image);
-        *self.image.borrow_mut() = image;
         self.image_applied.notify(usize::MAX);
     }
 
     /// Waits until the controller shard's first image is applied here, so this shard
     /// serves no client before its partitions are open.
-    pub async fn wait_for_first_image(&self) {
-        while self.image_version.get() == 0 {
+    /// Also waits, up to `limit`, for the offsets topic, so group requests find their
+    /// coordinator from the first connection on (a new cluster may need more brokers first).
+    pub async fn wait_for_first_image(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let ready = || {
+            self.image_version.get() > 0
+                && (self.image.borrow().topic(OFFSETS_TOPIC).is_some()
+                    || Instant::now() >= deadline)
+        };
+        while !ready() {
             let listener = self.image_applied.listen();
-            if self.image_version.get() == 0 {
-                listener.await;
+            if ready() {
+                break;
             }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            futures::future::select(listener, Box::pin(corelog_io::sleep(remaining))).await;
         }
     }
 
@@ -387,16 +477,26 @@ impl Shard {
         }
     }
 
-    /// The offsets partition keeping `group`, and the shard owning it (which coordinates
-    /// the group). `None` before the offsets topic exists.
-    pub fn group_placement(&self, group: &str) -> Option<(i32, usize)> {
+    /// The offsets partition keeping `group`; `None` before the offsets topic exists.
+    pub fn group_partition(&self, group: &str) -> Option<i32> {
         let image = self.image.borrow();
         let partitions = image.topic(OFFSETS_TOPIC)?.record.partitions;
-        let partition = offsets_partition_for(group, partitions);
-        Some((partition, shard_for(OFFSETS_TOPIC, partition, self.count)))
+        Some(offsets_partition_for(group, partitions))
     }
 
-    /// Rebuilds the committed offsets kept in one offsets partition.
+    /// The offsets partition keeping `group` and the shard owning it (which coordinates
+    /// the group), when this broker leads that partition: `None` otherwise, and clients
+    /// look for the coordinator again.
+    pub fn group_placement(&self, group: &str) -> Option<(i32, usize)> {
+        let partition = self.group_partition(group)?;
+        let image = self.image.borrow();
+        let leader = image.topic(OFFSETS_TOPIC)?.partition(partition)?.leader;
+        (leader == self.config.node_id)
+            .then(|| (partition, shard_for(OFFSETS_TOPIC, partition, self.count)))
+    }
+
+    /// Rebuilds the committed offsets kept in one offsets partition (when this broker
+    /// becomes its leader, and so the groups' coordinator).
     fn load_offsets(&self, partition: &Partition) {
         match partition.read_all() {
             Ok(batches) => match crate::group::offsets::decode_batches(batches) {
@@ -485,39 +585,43 @@ pub fn now_ms() -> i64 {
 }
 
 impl Shard {
-    /// Publishes the stored topics at start (controller shard only), opening every
-    /// partition on its owner; partitions are recovered there.
-    pub async fn publish_initial_image(self: &Rc<Self>) -> anyhow::Result<()> {
-        let Some(registry) = &self.registry else {
-            return Ok(());
-        };
-        if registry.borrow().get(OFFSETS_TOPIC).is_none() {
-            registry
-                .borrow_mut()
-                .put(offsets_topic_record(&self.config))?;
+    /// Waits until every shard serves metadata up to `index` of the quorum's log.
+    pub async fn wait_published(&self, index: u64) {
+        while self.published_index.get() < index {
+            let listener = self.published.listen();
+            if self.published_index.get() >= index {
+                break;
+            }
+            listener.await;
         }
-        let image = Arc::new(registry.borrow().image(&self.config));
-        self.broadcast_image(image).await;
-        Ok(())
     }
-}
 
-/// The internal topic holding committed offsets. Compaction is not implemented yet, so it
-/// keeps everything (no retention) rather than lose live offsets with old segments.
-fn offsets_topic_record(config: &BrokerConfig) -> crate::metadata::TopicRecord {
-    let configs = [
-        ("retention.ms", "-1"),
-        ("retention.bytes", "-1"),
-        ("segment.bytes", "104857600"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    crate::metadata::TopicRecord {
-        name: OFFSETS_TOPIC.to_string(),
-        id: uuid::Uuid::new_v4(),
-        partitions: config.groups.offsets_topic_partitions,
-        configs,
+    /// Publishes every committed metadata change to all shards, for as long as the
+    /// broker runs (controller shard only). The first image goes out at once, from the
+    /// quorum's own log, so a restarted broker serves its partitions without waiting for
+    /// a controller.
+    pub async fn run_image_updates(self: Rc<Self>) {
+        let Some(member) = self.cluster.get().cloned() else {
+            return;
+        };
+        let mut published: Option<(u64, Option<u64>)> = None;
+        loop {
+            let changed = member.quorum.subscribe();
+            let version = (member.quorum.applied_index(), member.quorum.leader_id());
+            if published != Some(version) {
+                published = Some(version);
+                let image = MetadataImage::build(
+                    member.image(),
+                    &self.image(),
+                    &self.config,
+                    version.1.map(crate::cluster::node_id_of),
+                );
+                self.broadcast_image(Arc::new(image)).await;
+                self.published_index.set(version.0);
+                self.published.notify(usize::MAX);
+            }
+            changed.await;
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! One partition as a shard serves it: its log plus what waits on it (long-polling
-//! fetches, acks=all producers waiting for fdatasync).
+//! One partition as a shard serves it: its log, its replica role (leader tracking its
+//! followers and the high watermark, or follower of another broker), and what waits on it
+//! (long-polling fetches, acks=all producers waiting for fdatasync and the ISR).
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,9 @@ use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use uuid::Uuid;
 
-use super::messages::{AppendResult, FetchResult, OffsetResult};
+use corelog_replication::isr::{LeaderAndIsr, ReplicaTracker};
+
+use super::messages::{AppendResult, EpochResult, FetchQuery, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
 use crate::log::{LogConfig, PartitionLog, RecordBatchHeader};
 use crate::metadata::{base64_url, write_atomically, TopicMeta};
@@ -38,6 +41,22 @@ pub struct Partition {
     metrics: Rc<ShardMetrics>,
     /// The recovery point last written, to skip rewriting an unchanged one.
     checkpointed: Cell<i64>,
+    role: RefCell<Role>,
+    /// Offsets below it are on every in-sync replica: consumers read up to here.
+    high_watermark: Cell<i64>,
+    /// Fired when the high watermark moves or the role changes.
+    high_watermark_moved: Event,
+}
+
+/// What this broker is for the partition, as the last metadata image said.
+enum Role {
+    /// Not yet told (just opened).
+    Unassigned,
+    Leader {
+        state: LeaderAndIsr,
+        tracker: ReplicaTracker,
+    },
+    Follower,
 }
 
 impl Partition {
@@ -78,6 +97,9 @@ impl Partition {
             counters: PartitionCounters::default(),
             metrics,
             checkpointed: Cell::new(-1),
+            role: RefCell::new(Role::Unassigned),
+            high_watermark: Cell::new(0),
+            high_watermark_moved: Event::new(),
         })
     }
 
@@ -95,20 +117,30 @@ impl Partition {
                 Some("partition is offline after a failed fdatasync".into()),
             );
         }
-        // A single node is the whole ISR: acks=all cannot be honoured above 1.
-        if acks == -1 && self.min_insync_replicas.get() > 1 {
+        let (leader_epoch, isr_size) = match &*self.role.borrow() {
+            Role::Leader { state, .. } => (state.leader_epoch, state.isr.len() as i32),
+            _ => {
+                return AppendResult::error(
+                    ErrorCode::NotLeaderOrFollower,
+                    Some("this broker does not lead the partition".into()),
+                )
+            }
+        };
+        if acks == -1 && isr_size < self.min_insync_replicas.get() {
             return AppendResult::error(
                 ErrorCode::NotEnoughReplicas,
                 Some(format!(
-                    "min.insync.replicas is {} but only 1 replica exists",
+                    "min.insync.replicas is {} but the ISR has {isr_size}",
                     self.min_insync_replicas.get()
                 )),
             );
         }
         let mut log = self.log.borrow_mut();
-        match log.append(records, 0, now_ms) {
+        match log.append(records, leader_epoch, now_ms) {
             Ok(info) => {
+                let log_end_offset = log.log_end_offset();
                 drop(log);
+                self.on_leader_append(log_end_offset);
                 self.metrics
                     .count(&self.counters.bytes_in, records.len() as u64);
                 self.metrics.count(
@@ -129,16 +161,99 @@ impl Partition {
         }
     }
 
-    pub fn listen_appends(&self) -> EventListener {
-        self.appended.listen()
+    /// What a long-polling fetch waits for: appends for followers (they read to the log
+    /// end), the high watermark for consumers.
+    pub fn listen_readable(&self, follower: bool) -> EventListener {
+        if follower {
+            self.appended.listen()
+        } else {
+            self.high_watermark_moved.listen()
+        }
     }
 
-    /// The batches from `offset`, as a file range the connection's shard sends.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> FetchResult {
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader { .. })
+    }
+
+    /// Leadership and epoch checks of a fetch or an epoch query: only the leader answers,
+    /// and a stale or future epoch from the asker is refused (KIP-320).
+    fn check_leader_epoch(&self, current_leader_epoch: i32) -> Result<i32, ErrorCode> {
+        let Role::Leader { state, .. } = &*self.role.borrow() else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        match current_leader_epoch {
+            e if e < 0 || e == state.leader_epoch => Ok(state.leader_epoch),
+            e if e < state.leader_epoch => Err(ErrorCode::FencedLeaderEpoch),
+            _ => Err(ErrorCode::UnknownLeaderEpoch),
+        }
+    }
+
+    /// A consumer's read: batches wholly below the high watermark.
+    pub fn read_for_consumer(&self, query: &FetchQuery, max_bytes: usize) -> FetchResult {
+        if let Err(code) = self.check_leader_epoch(query.current_leader_epoch) {
+            return FetchResult::error(code);
+        }
+        self.read(query.offset, max_bytes, self.high_watermark.get())
+    }
+
+    /// A follower's read: up to the log end, unless its log diverges from ours (then
+    /// where to truncate to). Its fetch offset is its log end: the high watermark may move.
+    pub fn read_for_follower(
+        &self,
+        replica_id: i32,
+        query: &FetchQuery,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> FetchResult {
+        if let Err(code) = self.check_leader_epoch(query.current_leader_epoch) {
+            return FetchResult::error(code);
+        }
+        if query.last_fetched_epoch >= 0 {
+            let diverging = {
+                let log = self.log.borrow();
+                match log.end_offset_for_epoch(query.last_fetched_epoch) {
+                    Some((epoch, end))
+                        if epoch == query.last_fetched_epoch && end >= query.offset =>
+                    {
+                        None
+                    }
+                    Some(found) => Some(found),
+                    None => Some((-1, -1)),
+                }
+            };
+            if let Some((epoch, end_offset)) = diverging.filter(|(epoch, _)| *epoch >= 0) {
+                let log = self.log.borrow();
+                return FetchResult {
+                    error_code: 0,
+                    high_watermark: self.high_watermark.get(),
+                    log_start_offset: log.log_start_offset(),
+                    records: None,
+                    diverging_epoch: Some((epoch, end_offset)),
+                };
+            }
+        }
+        let log_end_offset = self.log.borrow().log_end_offset();
+        let advanced = match &mut *self.role.borrow_mut() {
+            Role::Leader { tracker, .. } => tracker.on_follower_fetch(
+                replica_id,
+                query.offset,
+                log_end_offset,
+                now_ms.max(0) as u64,
+            ),
+            _ => None,
+        };
+        if let Some(high_watermark) = advanced {
+            self.set_high_watermark(high_watermark);
+        }
+        self.read(query.offset, max_bytes, i64::MAX)
+    }
+
+    /// The batches from `offset` below `upper`, as a file range the connection's shard sends.
+    fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> FetchResult {
         let log = self.log.borrow();
-        let high_watermark = log.log_end_offset();
+        let high_watermark = self.high_watermark.get();
         let log_start_offset = log.log_start_offset();
-        match log.read(offset, max_bytes) {
+        match log.read_bounded(offset, max_bytes, upper) {
             Ok(slice) => {
                 if let Some((first, last)) = slice.offsets {
                     self.metrics
@@ -151,6 +266,7 @@ impl Partition {
                     high_watermark,
                     log_start_offset,
                     records: Some(slice).filter(|s| s.len > 0),
+                    diverging_epoch: None,
                 }
             }
             Err(e) => FetchResult::error(error_code(e.kafka_error_code()))
@@ -165,7 +281,7 @@ impl Partition {
             partition,
             log_size_bytes: log.size_bytes(),
             log_start_offset: log.log_start_offset(),
-            high_watermark: log.log_end_offset(),
+            high_watermark: self.high_watermark.get(),
             bytes_in: self.counters.bytes_in.get(),
             records_in: self.counters.records_in.get(),
             bytes_out: self.counters.bytes_out.get(),
@@ -198,17 +314,19 @@ impl Partition {
         let log = self.log.borrow();
         FetchResult {
             error_code: 0,
-            high_watermark: log.log_end_offset(),
+            high_watermark: self.high_watermark.get(),
             log_start_offset: log.log_start_offset(),
             records: None,
+            diverging_epoch: None,
         }
     }
 
     pub fn list_offset(&self, timestamp: i64) -> OffsetResult {
         let log = self.log.borrow();
         let found = match timestamp {
-            // Latest, and KIP-1005's latest-tiered (nothing is tiered): the log end.
-            -1 | -5 => Ok(Some((-1, log.log_end_offset()))),
+            // Latest, and KIP-1005's latest-tiered (nothing is tiered): what consumers
+            // can read, the high watermark.
+            -1 | -5 => Ok(Some((-1, self.high_watermark.get()))),
             // Earliest, and KIP-405's earliest-local: the log start.
             -2 | -4 => Ok(Some((-1, log.log_start_offset()))),
             -3 => log.max_timestamp_offset(),
@@ -228,6 +346,225 @@ impl Partition {
                 tracing::error!(dir = %self.dir.display(), "log read failed: {e}");
                 OffsetResult::error(ErrorCode::KafkaStorageError)
             }
+        }
+    }
+
+    /// Waits until `last_offset` may be acknowledged to an acks=all producer: fdatasynced
+    /// here and held by every in-sync replica (the high watermark is past it). Fails if
+    /// this broker stops leading meanwhile; the caller bounds the wait.
+    pub async fn wait_acknowledged(&self, last_offset: i64) -> Result<(), ErrorCode> {
+        if let Err(e) = self.wait_durable(last_offset).await {
+            tracing::error!(dir = %self.dir.display(), "fdatasync failed: {e}");
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        loop {
+            let listener = self.high_watermark_moved.listen();
+            if !self.is_leader() {
+                return Err(ErrorCode::NotLeaderOrFollower);
+            }
+            if self.high_watermark.get() > last_offset {
+                return Ok(());
+            }
+            listener.await;
+        }
+    }
+
+    fn set_high_watermark(&self, high_watermark: i64) {
+        if high_watermark != self.high_watermark.get() {
+            self.high_watermark.set(high_watermark);
+            self.high_watermark_moved.notify(usize::MAX);
+        }
+    }
+
+    fn on_leader_append(&self, log_end_offset: i64) {
+        let advanced = match &mut *self.role.borrow_mut() {
+            Role::Leader { tracker, .. } => tracker.on_leader_append(log_end_offset),
+            _ => None,
+        };
+        if let Some(high_watermark) = advanced {
+            self.set_high_watermark(high_watermark);
+        }
+    }
+
+    /// Takes the leader role the controller gave this broker; true when it newly leads
+    /// (a new epoch). A new epoch starts in the epoch cache at the log end, and followers'
+    /// positions are learned afresh from their fetches.
+    pub fn become_leader(&self, local_id: i32, state: &LeaderAndIsr, now_ms: u64) -> bool {
+        let mut role = self.role.borrow_mut();
+        if let Role::Leader {
+            state: current,
+            tracker,
+        } = &mut *role
+        {
+            if current.leader_epoch == state.leader_epoch {
+                tracker.apply(state);
+                *current = state.clone();
+                drop(role);
+                self.refresh_high_watermark();
+                return false;
+            }
+        }
+        let log_end_offset = {
+            let mut log = self.log.borrow_mut();
+            if log.latest_epoch().is_none_or(|e| e < state.leader_epoch) {
+                if let Err(e) = log.start_leader_epoch(state.leader_epoch) {
+                    tracing::error!(dir = %self.dir.display(), "cannot record the leader epoch: {e}");
+                }
+            }
+            log.log_end_offset()
+        };
+        let high_watermark = self.high_watermark.get().min(log_end_offset);
+        *role = Role::Leader {
+            state: state.clone(),
+            tracker: ReplicaTracker::new(local_id, state, log_end_offset, high_watermark, now_ms),
+        };
+        drop(role);
+        tracing::info!(dir = %self.dir.display(), epoch = state.leader_epoch, isr = ?state.isr, "leading");
+        self.refresh_high_watermark();
+        self.high_watermark_moved.notify(usize::MAX);
+        true
+    }
+
+    fn refresh_high_watermark(&self) {
+        let high_watermark = match &*self.role.borrow() {
+            Role::Leader { tracker, .. } => tracker.high_watermark(),
+            _ => return,
+        };
+        self.set_high_watermark(high_watermark);
+    }
+
+    /// Follows the leader the controller named; true when this broker led it before.
+    /// Waiting acks=all producers are woken to fail: their batches may be truncated.
+    pub fn become_follower(&self, state: &LeaderAndIsr) -> bool {
+        let was_leader = self.is_leader();
+        *self.role.borrow_mut() = Role::Follower;
+        if was_leader {
+            tracing::info!(dir = %self.dir.display(), leader = state.leader, epoch = state.leader_epoch, "following");
+        }
+        self.high_watermark_moved.notify(usize::MAX);
+        was_leader
+    }
+
+    /// Lands batches fetched from the leader, byte for byte, and takes its high watermark
+    /// (bounded by what this replica holds).
+    pub fn append_as_follower(
+        &self,
+        records: &Bytes,
+        leader_high_watermark: i64,
+        leader_log_start_offset: i64,
+    ) -> Result<(), String> {
+        if !matches!(*self.role.borrow(), Role::Follower) {
+            return Err("not a follower".into());
+        }
+        let info = self
+            .log
+            .borrow_mut()
+            .append_replicated(records)
+            .map_err(|e| e.to_string())?;
+        self.metrics
+            .count(&self.counters.bytes_in, records.len() as u64);
+        self.metrics.count(
+            &self.counters.records_in,
+            (info.last_offset - info.base_offset + 1) as u64,
+        );
+        self.appended.notify(usize::MAX);
+        self.update_follower_high_watermark(leader_high_watermark, leader_log_start_offset);
+        Ok(())
+    }
+
+    pub fn update_follower_high_watermark(
+        &self,
+        leader_high_watermark: i64,
+        _leader_log_start_offset: i64,
+    ) {
+        let log_end_offset = self.log.borrow().log_end_offset();
+        self.set_high_watermark(leader_high_watermark.min(log_end_offset).max(0));
+    }
+
+    /// Drops this follower's batches at and after `offset` (they diverge from the leader's).
+    pub fn truncate_to(&self, offset: i64) -> std::io::Result<()> {
+        let log_end_offset = self.log.borrow_mut().truncate_to(offset)?;
+        if self.high_watermark.get() > log_end_offset {
+            self.set_high_watermark(log_end_offset);
+        }
+        Ok(())
+    }
+
+    /// Starts this follower's log over at the leader's log start.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> std::io::Result<()> {
+        self.log.borrow_mut().truncate_fully_and_start_at(offset)?;
+        self.set_high_watermark(offset);
+        Ok(())
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log.borrow().latest_epoch()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.borrow().log_end_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.borrow().log_start_offset()
+    }
+
+    /// OffsetForLeaderEpoch on the leader.
+    pub fn epoch_end_offset(&self, current_leader_epoch: i32, leader_epoch: i32) -> EpochResult {
+        if let Err(code) = self.check_leader_epoch(current_leader_epoch) {
+            return EpochResult::error(code);
+        }
+        let (leader_epoch, end_offset) = self
+            .log
+            .borrow()
+            .end_offset_for_epoch(leader_epoch)
+            .unwrap_or((-1, -1));
+        EpochResult {
+            error_code: 0,
+            leader_epoch,
+            end_offset,
+        }
+    }
+
+    /// The ISR change this leader wants, if none is pending: followers lagging for
+    /// `lag_max_ms` out, caught-up replicas in. Marks it pending until the controller
+    /// answers ([`Self::isr_change_failed`]) or a new image shows it.
+    pub fn isr_change_wanted(
+        &self,
+        now_ms: u64,
+        lag_max_ms: u64,
+    ) -> Option<(LeaderAndIsr, Vec<i32>)> {
+        let mut role = self.role.borrow_mut();
+        let Role::Leader { state, tracker } = &mut *role else {
+            return None;
+        };
+        if tracker.pending_isr().is_some() {
+            return None;
+        }
+        let epoch_start = self
+            .log
+            .borrow()
+            .epoch_start_offset(state.leader_epoch)
+            .unwrap_or(0);
+        let out = tracker.out_of_sync(now_ms, lag_max_ms);
+        let join = tracker.caught_up_to_join(epoch_start);
+        if out.is_empty() && join.is_empty() {
+            return None;
+        }
+        let mut isr: Vec<i32> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|id| !out.contains(id))
+            .collect();
+        isr.extend(join);
+        tracker.propose_isr(isr.clone());
+        Some((state.clone(), isr))
+    }
+
+    pub fn isr_change_failed(&self) {
+        if let Role::Leader { tracker, .. } = &mut *self.role.borrow_mut() {
+            tracker.abandon_pending_isr();
         }
     }
 
