@@ -363,6 +363,37 @@ fn log_below(data_dir: &Path, topic: &str, partition: i32, high_watermark: i64) 
     (below, next)
 }
 
+/// The checker's own segment reader, on a single broker: the batches it finds in the
+/// files are the ones a fetch returns, cut at the high watermark asked for.
+#[test]
+fn segment_files_hold_the_fetched_batches() {
+    let mut broker = common::Broker::start(1, &[]);
+    let mut client = broker.client();
+    client.create_topic("segments", 1);
+    for values in [&["a", "b"][..], &["c"], &["d", "e", "f"]] {
+        assert_eq!(
+            client.produce("segments", 0, -1, common::batch(values)).0,
+            0
+        );
+    }
+    let (error, high_watermark, fetched) = client.fetch("segments", 0, 0, 100);
+    assert_eq!((error, high_watermark), (0, 6));
+    assert!(broker.stop_gracefully());
+
+    let dir = broker.data_dir();
+    assert_eq!(log_below(dir, "segments", 0, 6), (fetched.to_vec(), 6));
+    // Offset 3 starts the last batch: the two batches before it.
+    let (below, next) = log_below(dir, "segments", 0, 3);
+    assert_eq!(next, 3);
+    let values: Vec<String> = common::decode_values(below.into())
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+    // A batch reaching the high watermark is left out whole.
+    assert_eq!(log_below(dir, "segments", 0, 1), (Vec::new(), 0));
+}
+
 // --- the Jepsen-style check -----------------------------------------------------------
 
 const PRODUCERS: u32 = 4;
@@ -416,6 +447,8 @@ fn nemesis(cluster: &mut Cluster, topic: &str, until: Instant) -> Vec<String> {
             Fault::Pause => cluster.sigcont(leader),
             Fault::Isolate => cluster.heal_all(),
         }
+        // One fault at a time: the next hits a cluster whose replicas all caught up.
+        cluster.wait_for_full_isr(topic, PARTITIONS);
         std::thread::sleep(settle);
     }
     done

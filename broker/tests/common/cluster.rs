@@ -260,15 +260,15 @@ impl Cluster {
     /// SIGTERM to every running broker (paused ones are resumed first); panics unless each
     /// exits cleanly.
     pub fn stop_all(&mut self) {
-        for node in &mut self.nodes {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
             if node.run == Run::Paused {
                 node.broker.signal(libc::SIGCONT);
             }
             if node.run != Run::Down {
-                let label = node.broker.addr;
                 assert!(
                     node.broker.stop_gracefully(),
-                    "broker at {label} stopped badly"
+                    "broker {} stopped badly",
+                    i + 1
                 );
                 node.run = Run::Down;
             }
