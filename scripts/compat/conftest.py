@@ -8,6 +8,9 @@ teardown. A failed test gets the tail of the broker's log in its report.
 COMPAT_BOOTSTRAP=host:port runs the tests against an already running
 Kafka-compatible broker instead (e.g. Apache Kafka, to check the tests
 themselves); restart()/kill9() then skip the test.
+
+`cluster` starts three brokers (one shard each) that form a controller quorum
+and replicate (RF 3, min.insync.replicas 2), for failover tests.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -36,23 +40,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def answers_api_versions(port: int) -> bool:
+    """Whether a broker answers ApiVersions v0 on the port. Accepting is not enough:
+    after a kill -9 the dead process's listening socket lingers until the kernel tears
+    down its io_uring, and it accepts connections nobody serves."""
+    # Header v1: api key 18, version 0, correlation id 1, null client id; empty body.
+    request = struct.pack(">hhih", 18, 0, 1, -1)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(struct.pack(">i", len(request)) + request)
+            return len(s.recv(4)) > 0
+    except OSError:
+        return False
+
+
 class Broker:
     """One corelog process; restart() and kill9() keep its port and data dir."""
 
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: list[str]):
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: list[str],
+                 cores: int = 2):
         self.binary, self.data_dir, self.log_path = binary, data_dir, log_path
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.extra_args = extra_args
+        self.cores = cores
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     @property
     def cmd(self) -> list[str]:
         return [str(self.binary), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
-                "--cores", "2", *self.extra_args]
+                "--cores", str(self.cores), *self.extra_args]
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Starts the process without waiting for it to answer (the brokers of a
+        cluster start together: one may not answer before a quorum runs)."""
         assert self.proc is None, "broker already running"
         self.starts += 1
         with open(self.log_path, "ab") as log:
@@ -61,20 +87,19 @@ class Broker:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          env={**os.environ, "NO_COLOR": "1"})
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 code, self.proc = self.proc.returncode, None
-                pytest.fail(f"corelog exited with {code} before accepting connections on {self.bootstrap}\n"
+                pytest.fail(f"corelog exited with {code} before answering on {self.bootstrap}\n"
                             f"{self.log_tail()}", pytrace=False)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            if answers_api_versions(self.port):
                 return
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 self._signal(signal.SIGKILL)
-                pytest.fail(f"corelog did not accept connections on {self.bootstrap} within {READY_TIMEOUT}s\n"
+                pytest.fail(f"corelog did not answer on {self.bootstrap} within {READY_TIMEOUT}s\n"
                             f"{self.log_tail()}", pytrace=False)
             time.sleep(0.05)
 
@@ -140,6 +165,72 @@ class ExternalBroker:
         return f"(external broker at {self.bootstrap}: no log)"
 
 
+class Cluster:
+    """Three corelog brokers of one controller quorum, replicating (RF 3, min ISR 2),
+    with short failure detection. Broker n has node id n and binds its inter-broker
+    connections to 127.0.1.n. Clients use the Kafka ports directly; no fault proxies
+    (kill -9 needs none)."""
+
+    SETTINGS = ["broker.session.timeout.ms=2000", "broker.heartbeat.interval.ms=300",
+                "replica.lag.time.max.ms=2000", "default.replication.factor=3",
+                "min.insync.replicas=2", "offsets.topic.replication.factor=3"]
+
+    def __init__(self, binary: Path, tmp_path: Path, size: int = 3):
+        raft = [free_port() for _ in range(size)]
+        inter_broker = [free_port() for _ in range(size)]
+        voters = ",".join(f"{n + 1}@127.0.0.1:{port}" for n, port in enumerate(raft))
+        self.brokers: list[Broker] = []
+        for i in range(size):
+            n = i + 1
+            settings = [f"node.id={n}", f"controller.quorum.voters={voters}",
+                        f"controller.listen=127.0.0.1:{raft[i]}",
+                        f"inter.broker.listen=127.0.0.1:{inter_broker[i]}",
+                        f"inter.broker.advertised=127.0.0.1:{inter_broker[i]}",
+                        f"inter.broker.bind.address=127.0.1.{n}", *self.SETTINGS]
+            data_dir = tmp_path / f"data-{n}"
+            data_dir.mkdir()
+            args = [a for setting in settings for a in ("--set", setting)]
+            self.brokers.append(Broker(binary, data_dir, tmp_path / f"corelog-{n}.log", args, cores=1))
+        self.bootstrap = ",".join(b.bootstrap for b in self.brokers)
+
+    def broker(self, node_id: int) -> Broker:
+        return self.brokers[node_id - 1]
+
+    def start(self) -> None:
+        for b in self.brokers:
+            b.launch()
+        for b in self.brokers:
+            b.wait_ready()
+
+    def kill9(self, node_id: int) -> None:
+        self.broker(node_id).kill9()
+
+    def restart(self, node_id: int) -> None:
+        """Starts a killed broker again on its port and data dir."""
+        self.broker(node_id).start()
+
+    def live_bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers if b.proc is not None)
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        """Waits (bounded) until a running broker leads the partition; its node id."""
+        def leader():
+            md = harness.admin(self.live_bootstrap()).list_topics(topic=topic, timeout=harness.ADMIN_TIMEOUT)
+            p = md.topics[topic].partitions.get(partition)
+            return p.leader if p is not None and p.leader > 0 and self.broker(p.leader).proc else None
+        return harness.deadline_loop(harness.ADMIN_TIMEOUT, f"a live leader of {topic}-{partition}", leader)
+
+    def exited_unexpectedly(self) -> dict[int, int]:
+        return {n: code for n, b in enumerate(self.brokers, 1) if (code := b.exited_unexpectedly()) is not None}
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(b.log_tail(lines) for b in self.brokers)
+
+    def kill_all(self) -> None:
+        for b in self.brokers:
+            b.kill9()
+
+
 def corelog_binary() -> Path:
     binary = Path(os.environ.get("CORELOG_BIN", REPO / "target" / "debug" / "corelog"))
     if not (binary.is_file() and os.access(binary, os.X_OK)):
@@ -169,6 +260,22 @@ def broker(request, tmp_path):
 
 
 @pytest.fixture
+def cluster(tmp_path):
+    """Three running brokers of one cluster (not against COMPAT_BOOTSTRAP)."""
+    if os.environ.get("COMPAT_BOOTSTRAP"):
+        pytest.skip("COMPAT_BOOTSTRAP: the cluster tests start their own brokers")
+    c = Cluster(corelog_binary(), tmp_path)
+    try:
+        c.start()
+        yield c
+        exited = c.exited_unexpectedly()
+        if exited:
+            pytest.fail(f"brokers exited during the test: {exited}\n{c.log_tail()}", pytrace=False)
+    finally:
+        c.kill_all()
+
+
+@pytest.fixture
 def topic(request) -> str:
     """A topic name unique to this test (and run, for external brokers)."""
     return harness.unique_topic(request.node.name)
@@ -181,7 +288,8 @@ def pytest_configure(config):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    broker = getattr(item, "funcargs", {}).get("broker")
-    if report.failed and broker is not None:
-        report.sections.append(("corelog log", broker.log_tail()))
+    for fixture in ("broker", "cluster"):
+        running = getattr(item, "funcargs", {}).get(fixture)
+        if report.failed and running is not None:
+            report.sections.append(("corelog log", running.log_tail()))
     return report

@@ -173,10 +173,11 @@ def wait_for_topic(bootstrap: str, topic: str, partitions: int) -> None:
     deadline_loop(ADMIN_TIMEOUT, f"topic {topic} with {partitions} led partitions in metadata", ready)
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS, config: dict | None = None) -> None:
+def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS, config: dict | None = None,
+                 replication_factor: int = 1) -> None:
     a = admin(bootstrap)  # keep a reference: futures never complete once it is gone
     futures = a.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})],
         operation_timeout=ADMIN_TIMEOUT, request_timeout=ADMIN_TIMEOUT)
     futures[topic].result(timeout=ADMIN_TIMEOUT + 5)
     wait_for_topic(bootstrap, topic, partitions)

@@ -13,23 +13,34 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
+pub mod cluster;
+pub mod fault_proxy;
+
 pub struct Broker {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    /// Names the broker in failure output (several run in a cluster test).
+    label: String,
 }
+
+/// How long a broker may take to answer its first request.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Broker {
     /// Starts a broker with `cores` shards and extra `--set` settings.
     pub fn start(cores: usize, settings: &[&str]) -> Broker {
+        let mut broker = Broker::new("corelog", cores, settings);
+        broker.start_again();
+        broker
+    }
+
+    /// A broker on a free port and a fresh data dir, not started yet: a cluster starts its
+    /// brokers together, as one may not answer before a quorum of them runs.
+    pub fn new(label: &str, cores: usize, settings: &[&str]) -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = free_addr();
         let mut args = vec![
             "serve".to_string(),
             "--listen".into(),
@@ -43,17 +54,18 @@ impl Broker {
             args.push("--set".into());
             args.push(setting.to_string());
         }
-        let mut broker = Broker {
+        Broker {
             child: None,
             addr,
             dir,
             args,
-        };
-        broker.spawn();
-        broker
+            label: label.to_string(),
+        }
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process without waiting for it to answer.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "{} still running", self.label);
         // The broker's log, kept beside its data so a test can read what it said.
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -68,14 +80,25 @@ impl Broker {
             .spawn()
             .expect("start corelog");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// Waits until the broker answers ApiVersions; panics with its log if it exits first
+    /// or does not answer within 30 s.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
         while !self.answers_api_versions() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("corelog exited at start: {status}");
+                panic!(
+                    "{} exited at start: {status}\n{}",
+                    self.label,
+                    self.log_tail()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "corelog did not start listening in 30 s"
+                "{} did not answer within {READY_TIMEOUT:?}\n{}",
+                self.label,
+                self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -109,6 +132,17 @@ impl Broker {
         }
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the running process.
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("broker running");
+        // SAFETY: signals a child process we own and have not reaped.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     fn log_path(&self) -> std::path::PathBuf {
         self.dir.path().with_extension("log")
     }
@@ -116,6 +150,13 @@ impl Broker {
     /// Everything the broker printed so far (all runs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("--- last lines of the log of {} ---\n{tail}", self.label)
     }
 
     /// SIGTERM, then waits for the exit; returns whether it exited with status 0.
@@ -137,13 +178,13 @@ impl Broker {
     }
 
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "broker still running");
-        self.spawn();
+        self.launch();
+        self.wait_ready();
     }
 
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
-        self.spawn();
+        self.start_again();
     }
 
     pub fn client(&self) -> Client {
@@ -162,7 +203,7 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("--- broker log ---\n{}", self.log());
+            eprintln!("--- log of {} ---\n{}", self.label, self.log());
         }
         let _ = std::fs::remove_file(self.log_path());
     }
@@ -435,6 +476,14 @@ impl Client {
         let response = self.call(8, &request);
         response.groups[0].topics[0].partitions[0].committed_offset
     }
+}
+
+/// A 127.0.0.1 address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 pub fn now_ms() -> i64 {
