@@ -455,7 +455,6 @@ fn nemesis(cluster: &mut Cluster, topic: &str, until: Instant) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs replication"]
 fn acknowledged_writes_survive_kills_pauses_and_partitions() {
     let mut cluster = Cluster::start(3, 1, &[]);
     let topic = "jepsen";
@@ -620,7 +619,6 @@ fn shape(cluster: &Cluster, topic: &str) -> (uuid::Uuid, Vec<Vec<i32>>) {
 }
 
 #[test]
-#[ignore = "needs replication"]
 fn controller_quorum_survives_a_broker_and_a_full_restart() {
     let mut cluster = Cluster::start(3, 1, &[]);
     create_topic(&cluster, "before", PARTITIONS, 3);
@@ -649,7 +647,6 @@ fn controller_quorum_survives_a_broker_and_a_full_restart() {
 // --- failover time --------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs replication"]
 fn failover_after_leader_kill() {
     let mut cluster = Cluster::start(3, 1, &[]);
     let topic = "failover";

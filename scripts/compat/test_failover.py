@@ -12,7 +12,6 @@ import pytest
 import harness
 from harness import RDKAFKA_LOG
 
-pytestmark = pytest.mark.skip(reason="needs replication")
 
 PARTITIONS = 3
 BEFORE_KILL = 3.0   # seconds of traffic before the kill

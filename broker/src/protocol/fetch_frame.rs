@@ -77,7 +77,22 @@ pub fn encode_fetch_frame(
         for (partition, slice) in topic.partitions.iter().zip(topic_records) {
             let mut fields = partition.clone();
             fields.records = Some(Bytes::new());
+            // Tagged fields (a diverging epoch, the current leader) follow the records:
+            // encode them apart, from the whole partition's encoding past the fields.
+            let tagged = if flexible {
+                let mut whole = BytesMut::new();
+                fields.encode(&mut whole, version)?;
+                fields.diverging_epoch = Default::default();
+                fields.current_leader = Default::default();
+                fields.snapshot_id = Default::default();
+                fields.unknown_tagged_fields.clear();
+                Some(whole)
+            } else {
+                None
+            };
+            let start = buf.len();
             fields.encode(&mut buf, version)?;
+            let tagged = tagged.map(|whole| whole.freeze().slice(buf.len() - start - 1..));
             // The encoding ends with the empty records field (and, when flexible, an
             // empty tagged-field section): swap in the real length.
             let len = slice.as_ref().map_or(0, |s| s.len);
@@ -100,8 +115,8 @@ pub fn encode_fetch_frame(
                     Part::File(slice.clone())
                 });
             }
-            if flexible {
-                buf.put_u8(0); // the partition's tagged fields
+            if let Some(tagged) = tagged {
+                buf.put_slice(&tagged); // the partition's tagged fields
             }
         }
         if flexible {
@@ -224,9 +239,16 @@ mod tests {
             vec![Some(bytes(10, 300)), None, Some(bytes(1000, 200))],
             vec![None],
         ];
+        // From v12 a partition may carry tagged fields (a follower's diverging epoch).
+        let mut tagged = response.clone();
+        tagged.responses[0].partitions[2].diverging_epoch =
+            kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                .with_epoch(4)
+                .with_end_offset(90);
         for version in 4..=18 {
+            let response = if version >= 12 { &tagged } else { &response };
             // Below 250 bytes copied, above sent from the file: both paths in one frame.
-            let parts = encode_fetch_frame(version, 7, &response, &slices, 250).unwrap();
+            let parts = encode_fetch_frame(version, 7, response, &slices, 250).unwrap();
             let mut sent = Vec::new();
             for part in parts {
                 match part {
@@ -240,7 +262,7 @@ mod tests {
             }
             assert_eq!(
                 sent,
-                reference(version, &response, &inline),
+                reference(version, response, &inline),
                 "Fetch v{version}"
             );
         }
