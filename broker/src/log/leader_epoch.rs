@@ -72,7 +72,9 @@ impl LeaderEpochCache {
 
     /// Removes the entries starting at or after `end_offset` (the log was truncated there).
     pub fn truncate_from_end(&mut self, end_offset: i64) -> io::Result<()> {
-        let keep = self.entries.partition_point(|e| e.start_offset < end_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.start_offset < end_offset);
         if keep == self.entries.len() {
             return Ok(());
         }
@@ -83,7 +85,9 @@ impl LeaderEpochCache {
     /// The log now starts at `start_offset`: entries wholly before it go, and the epoch
     /// holding it is clamped to start there.
     pub fn truncate_from_start(&mut self, start_offset: i64) -> io::Result<()> {
-        let holding = self.entries.partition_point(|e| e.start_offset <= start_offset);
+        let holding = self
+            .entries
+            .partition_point(|e| e.start_offset <= start_offset);
         let Some(first) = holding.checked_sub(1) else {
             return Ok(());
         };
@@ -201,15 +205,15 @@ mod tests {
         assert_eq!(LeaderEpochCache::read(dir.path()).unwrap(), None);
         for bad in [
             "",
-            "1\n1\n0 0\n",         // unknown version
-            "0\n2\n0 0\n",         // fewer entries than announced
-            "0\n1\n0 0\n1 5\n",    // more
-            "0\n2\n3 0\n2 10\n",   // epochs not increasing
-            "0\n2\n1 10\n2 10\n",  // offsets not increasing
-            "0\n1\n-1 0\n",        // negative epoch
-            "0\n1\n1 x\n",         // not a number
-            "0\n1\n1 2 3\n",       // extra field
-            "0\nmany\n",           // bad count
+            "1\n1\n0 0\n",               // unknown version
+            "0\n2\n0 0\n",               // fewer entries than announced
+            "0\n1\n0 0\n1 5\n",          // more
+            "0\n2\n3 0\n2 10\n",         // epochs not increasing
+            "0\n2\n1 10\n2 10\n",        // offsets not increasing
+            "0\n1\n-1 0\n",              // negative epoch
+            "0\n1\n1 x\n",               // not a number
+            "0\n1\n1 2 3\n",             // extra field
+            "0\nmany\n",                 // bad count
             "0\n18446744073709551615\n", // huge count: no huge allocation, just None
         ] {
             std::fs::write(dir.path().join(LEADER_EPOCH_CHECKPOINT), bad).unwrap();
@@ -253,7 +257,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = LeaderEpochCache::new(dir.path(), Vec::new());
         assert_eq!(empty.end_offset_for(0, 10), None);
-        let cache = LeaderEpochCache::new(dir.path(), vec![entry(2, 5), entry(4, 20), entry(7, 40)]);
+        let cache =
+            LeaderEpochCache::new(dir.path(), vec![entry(2, 5), entry(4, 20), entry(7, 40)]);
         let leo = 50;
         assert_eq!(cache.end_offset_for(7, leo), Some((7, 50))); // latest: the log end
         assert_eq!(cache.end_offset_for(4, leo), Some((4, 40)));

@@ -235,7 +235,9 @@ impl LogSegment {
         let (position, offset) = self
             .offset_index
             .last_entry()
-            .map_or((0, self.base_offset), |entry| (entry.position, entry.offset));
+            .map_or((0, self.base_offset), |entry| {
+                (entry.position, entry.offset)
+            });
         let (max_timestamp, max_timestamp_offset) = self
             .time_index
             .last_entry()
