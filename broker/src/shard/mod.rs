@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corelog_io::mesh::ShardMesh;
+use corelog_replication::isr::LeaderAndIsr;
 
 pub use messages::{
     AppendRequest, AppendResult, ConfigEdit, ConfigOp, FetchQuery, FetchResult, NewTopic,
@@ -168,7 +169,8 @@ impl Shard {
     }
 
     /// Appends to this shard's partitions; with acks=all, waits until each append is
-    /// fdatasynced (group commit: concurrent produces share one sync per partition).
+    /// fdatasynced (group commit: concurrent produces share one sync per partition) and
+    /// below the high watermark.
     async fn append(&self, acks: i16, requests: Vec<AppendRequest>) -> Vec<AppendResult> {
         let now_ms = now_ms();
         let mut results = Vec::with_capacity(requests.len());
@@ -189,16 +191,12 @@ impl Shard {
         let synced = futures::future::join_all(
             durable_waits
                 .iter()
-                .map(|(_, partition, last_offset)| partition.wait_durable(*last_offset)),
+                .map(|(_, partition, last_offset)| partition.wait_acknowledged(*last_offset)),
         )
         .await;
         for ((index, _, _), outcome) in durable_waits.iter().zip(synced) {
-            if let Err(e) = outcome {
-                tracing::error!("fdatasync failed: {e}");
-                results[*index] = AppendResult::error(
-                    ErrorCode::KafkaStorageError,
-                    Some(format!("fdatasync failed: {e}")),
-                );
+            if let Err(code) = outcome {
+                results[*index] = AppendResult::error(code, None);
             }
         }
         results
@@ -223,7 +221,7 @@ impl Shard {
                 Some(_) => partitions
                     .iter()
                     .flatten()
-                    .map(|p| p.listen_appends())
+                    .map(|p| p.listen_high_watermark())
                     .collect(),
                 None => Vec::new(),
             };
@@ -319,6 +317,8 @@ impl Shard {
                         index as i32,
                         self.clean_start,
                         self.metrics.clone(),
+                        self.config.node_id,
+                        &single_node_state(self.config.node_id),
                     ) {
                         Ok(partition) => {
                             opened.add(&partition.recovery_stats());
@@ -474,6 +474,18 @@ impl Shard {
             .values()
             .flat_map(|owned| owned.iter().flatten().cloned())
             .collect()
+    }
+}
+
+/// The partition state of a single-node broker: its own leader, at epoch 0, alone in
+/// the ISR. (With a controller quorum the state comes from the metadata image.)
+fn single_node_state(node_id: i32) -> LeaderAndIsr {
+    LeaderAndIsr {
+        leader: node_id,
+        leader_epoch: 0,
+        isr: vec![node_id],
+        replicas: vec![node_id],
+        partition_epoch: 0,
     }
 }
 
