@@ -371,8 +371,9 @@ mod tests {
 
     #[test]
     fn randomized_hw_is_monotonic_and_below_every_isr_leo() {
+        let (mut shrinks, mut expansions) = (0, 0);
         for seed in 1..=50u64 {
-            let mut rng = XorShift(seed * 0x9E37_79B9_7F4A_7C15);
+            let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut leos = [0i64, 0, 0, 0]; // index = replica id; 1 leads
             let mut committed = state(&[1, 2, 3], 0);
             committed.replicas = vec![1, 2, 3];
@@ -400,10 +401,12 @@ mod tests {
                             let isr: Vec<i32> =
                                 t.isr().iter().copied().filter(|&id| id != gone).collect();
                             t.propose_isr(isr);
+                            shrinks += 1;
                         } else if let Some(&new) = join.first() {
                             let mut isr = t.isr().to_vec();
                             isr.push(new);
                             t.propose_isr(isr);
+                            expansions += 1;
                         }
                     }
                     _ => {
@@ -433,5 +436,10 @@ mod tests {
                 last_hw = hw;
             }
         }
+        // The walk must have exercised both kinds of ISR change.
+        assert!(
+            shrinks > 0 && expansions > 0,
+            "{shrinks} shrinks, {expansions} expansions"
+        );
     }
 }

@@ -1553,4 +1553,325 @@ mod tests {
         log.delete().unwrap();
         assert!(!path.exists());
     }
+
+    /// Every stored batch as `(base offset, last offset, leader epoch)`.
+    fn batches(log: &PartitionLog) -> Vec<(i64, i64, i32)> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let bytes = log.read(offset, 1 << 20).unwrap().read_to_bytes().unwrap();
+            for (h, _) in BatchIter::new(&bytes) {
+                out.push((
+                    h.base_offset.get(),
+                    h.last_offset(),
+                    h.partition_leader_epoch.get(),
+                ));
+                offset = h.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    /// The `.log` files of a partition, by name, with their bytes.
+    fn log_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn epochs(log: &PartitionLog) -> Vec<(i32, i64)> {
+        log.epochs
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
+    fn checkpoint(log: &PartitionLog) -> String {
+        fs::read_to_string(
+            log.dir()
+                .join(super::super::leader_epoch::LEADER_EPOCH_CHECKPOINT),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn appends_of_newer_epochs_fill_the_epoch_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        assert_eq!(
+            (log.latest_epoch(), log.end_offset_for_epoch(0)),
+            (None, None)
+        );
+        log.append(&one(0), 1, 0).unwrap();
+        log.append(&one(0), 1, 0).unwrap();
+        log.start_leader_epoch(3).unwrap(); // elected at 2, before any append
+        log.append(&one(0), 3, 0).unwrap();
+        log.append(&one(0), 3, 0).unwrap();
+        assert_eq!(epochs(&log), vec![(1, 0), (3, 2)]);
+        assert_eq!(checkpoint(&log), "0\n2\n1 0\n3 2\n");
+        assert_eq!(log.latest_epoch(), Some(3));
+        assert_eq!(log.epoch_start_offset(3), Some(2));
+        assert_eq!(log.end_offset_for_epoch(3), Some((3, 4)));
+        assert_eq!(log.end_offset_for_epoch(2), Some((1, 2)));
+        assert_eq!(log.end_offset_for_epoch(1), Some((1, 2)));
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 0)));
+        assert_eq!(log.end_offset_for_epoch(4), None);
+        // The stored batches carry their epochs, and a reopen keeps the cache.
+        assert_eq!(
+            batches(&log),
+            vec![(0, 0, 1), (1, 1, 1), (2, 2, 3), (3, 3, 3)]
+        );
+        drop(log);
+        let log = open(dir.path());
+        assert_eq!(epochs(&log), vec![(1, 0), (3, 2)]);
+    }
+
+    #[test]
+    fn epoch_cache_is_rebuilt_from_the_batches_when_missing_or_inconsistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // Epochs 0, 2 and 5 over three segments, 2 starting mid-segment.
+        for (count, epoch) in [(13, 0), (9, 2), (3, 5)] {
+            for _ in 0..count {
+                log.append(&one(0), epoch, 0).unwrap();
+            }
+        }
+        let expected = vec![(0, 0), (2, 13), (5, 22)];
+        assert_eq!(epochs(&log), expected);
+        let path = log
+            .dir()
+            .join(super::super::leader_epoch::LEADER_EPOCH_CHECKPOINT);
+        drop(log);
+        fs::remove_file(&path).unwrap();
+        let log = open(dir.path());
+        assert_eq!(epochs(&log), expected);
+        assert_eq!(checkpoint(&log), "0\n3\n0 0\n2 13\n5 22\n");
+        drop(log);
+        // A latest epoch that is not the last batch's: rebuilt.
+        fs::write(&path, "0\n2\n0 0\n2 13\n").unwrap();
+        let log = open(dir.path());
+        assert_eq!(epochs(&log), expected);
+        drop(log);
+        // Entries past the log end (a crash after a truncation) are dropped.
+        fs::write(&path, "0\n4\n0 0\n2 13\n5 22\n7 25\n").unwrap();
+        let log = open(dir.path());
+        assert_eq!(epochs(&log), expected);
+        assert_eq!(checkpoint(&log), "0\n3\n0 0\n2 13\n5 22\n");
+    }
+
+    #[test]
+    fn retention_clamps_the_first_epoch_to_the_log_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            retention_bytes: 0,
+            ..config()
+        };
+        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
+        for i in 0..25 {
+            log.append(&one(0), if i < 5 { 1 } else { 2 }, 0).unwrap();
+        }
+        assert_eq!(log.enforce_retention(0), 2);
+        assert_eq!(epochs(&log), vec![(2, 20)]);
+        assert_eq!(log.end_offset_for_epoch(1), Some((1, 20)));
+        // A follower drops segments below the leader's log start the same way.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        for i in 0..25 {
+            log.append(&one(0), if i < 5 { 1 } else { 2 }, 0).unwrap();
+        }
+        assert_eq!(log.delete_segments_below(19), 1);
+        assert_eq!((log.log_start_offset(), epochs(&log)), (10, vec![(2, 10)]));
+        assert_eq!(log.delete_segments_below(1_000), 1); // never the active segment
+        assert_eq!(bases(&log), vec![20]);
+    }
+
+    #[test]
+    fn truncate_across_segments_then_append_and_recover_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // 0..=4 epoch 1 in one batch, then single-record batches: 5..=12 epoch 1,
+        // 13..=29 epoch 2; ten single-record batches fill a segment.
+        log.append(&batch(5, 0, 10), 1, 0).unwrap();
+        for i in 5..30 {
+            log.append(&one(i), if i < 13 { 1 } else { 2 }, 0).unwrap();
+        }
+        flush(&mut log);
+        log.write_recovery_checkpoint().unwrap();
+        assert_eq!(bases(&log), vec![0, 13, 23]);
+        let holding = 13;
+        let later: Vec<PathBuf> = log.segments()[2..]
+            .iter()
+            .map(|s| s.log_path().to_path_buf())
+            .collect();
+
+        // Into the middle of the second segment, past the start of epoch 2.
+        let cut = holding + 4;
+        assert_eq!(log.truncate_to(cut).unwrap(), cut);
+        assert_eq!(log.log_end_offset(), cut);
+        assert_eq!(bases(&log), vec![0, holding]);
+        assert!(later.iter().all(|p| !p.exists()));
+        assert!(!segment_path(log.dir(), later_base(&later[0]), INDEX_SUFFIX).exists());
+        assert_eq!(epochs(&log), vec![(1, 0), (2, 13)]);
+        // The recovery point on disk no longer covers what was cut.
+        assert!(read_recovery_point(log.dir()).unwrap() <= cut);
+        let segment = &log.segments()[1];
+        assert_eq!(segment.size(), (cut - holding) as u64 * batch_len());
+        assert!(segment
+            .offset_index()
+            .last_entry()
+            .is_none_or(|e| e.offset < cut));
+        assert_eq!(
+            fs::metadata(segment.offset_index().path()).unwrap().len() as usize,
+            segment.offset_index().len() * 8
+        );
+
+        // Appending continues at the cut, with a new epoch; then a crash (no flush).
+        log.start_leader_epoch(4).unwrap();
+        for i in 0..12 {
+            log.append(&one(100 + i), 4, 0).unwrap();
+        }
+        let before = (batches(&log), log_files(log.dir()), epochs(&log));
+        assert_eq!(before.0[before.0.len() - 12].0, cut);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((111, cut + 11)));
+        drop(log);
+        let log = open(dir.path());
+        assert!(log.recovery_stats().segments_recovered >= 1);
+        assert_eq!(log.recovery_stats().bytes_truncated, 0);
+        assert_eq!((batches(&log), log_files(log.dir()), epochs(&log)), before);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((111, cut + 11)));
+    }
+
+    fn later_base(path: &Path) -> i64 {
+        parse_segment_name(&path.file_name().unwrap().to_string_lossy(), LOG_SUFFIX).unwrap()
+    }
+
+    #[test]
+    fn truncating_inside_a_batch_cuts_at_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.append(&one(0), 0, 0).unwrap();
+        log.append(&batch(5, 0, 10), 0, 0).unwrap(); // 1..=5
+        log.append(&one(0), 0, 0).unwrap();
+        assert_eq!(log.truncate_to(3).unwrap(), 1);
+        assert_eq!(batches(&log), vec![(0, 0, 0)]);
+        assert_eq!(log.truncate_to(7).unwrap(), 1); // at or past the end: nothing
+        assert_eq!(log.truncate_to(0).unwrap(), 0);
+        assert_eq!((log.size_bytes(), epochs(&log)), (0, vec![]));
+    }
+
+    #[test]
+    fn truncate_fully_restarts_the_log_at_an_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = three_segments(&dir.path().join("p"));
+        log.truncate_fully_and_start_at(100).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+        assert_eq!(bases(&log), vec![100]);
+        assert_eq!((log.latest_epoch(), log.size_bytes()), (None, 0));
+        assert_eq!(log_files(log.dir()).len(), 1);
+        assert_eq!(log.append(&one(0), 3, 0).unwrap().base_offset, 100);
+        // Below the log start, truncate_to does the same.
+        assert_eq!(log.truncate_to(40).unwrap(), 40);
+        assert_eq!(bases(&log), vec![40]);
+        log.append(&one(0), 3, 0).unwrap();
+        drop(log);
+        let log = PartitionLog::open(&dir.path().join("p"), config(), false).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 41));
+        assert_eq!(epochs(&log), vec![(3, 40)]);
+    }
+
+    #[test]
+    fn flush_jobs_from_before_a_truncation_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_n(&mut log, 5, 0);
+        let job = log.flush_job().unwrap();
+        job.run().unwrap();
+        log.truncate_to(2).unwrap();
+        append_n(&mut log, 4, 0); // 2..=5, not synced by `job`
+        log.complete_flush(&job);
+        assert_eq!(log.flushed_offset(), 0);
+    }
+
+    #[test]
+    fn replicated_appends_keep_the_leaders_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = PartitionLog::open(&dir.path().join("leader"), config(), false).unwrap();
+        let mut follower =
+            PartitionLog::open(&dir.path().join("follower"), config(), false).unwrap();
+        for i in 0..25 {
+            let epoch = match i {
+                0..=6 => 1,
+                7..=17 => 2,
+                _ => 6,
+            };
+            leader.append(&one(i), epoch, 0).unwrap();
+        }
+        leader.append(&batch(4, 7, 10), 6, 0).unwrap();
+        // Copy it over as fetches would, several epochs per chunk.
+        while follower.log_end_offset() < leader.log_end_offset() {
+            let chunk = leader
+                .read(follower.log_end_offset(), 7 * batch_len() as usize)
+                .unwrap()
+                .read_to_bytes()
+                .unwrap();
+            let info = follower.append_replicated(&chunk).unwrap();
+            assert_eq!(info.last_offset + 1, follower.log_end_offset());
+        }
+        assert_eq!(log_files(follower.dir()), log_files(leader.dir()));
+        assert_eq!(epochs(&follower), vec![(1, 0), (2, 7), (6, 18)]);
+        assert_eq!(checkpoint(&follower), checkpoint(&leader));
+
+        // Not starting at the log end, or with a gap between batches: refused, nothing written.
+        let size = follower.size_bytes();
+        let at_5 = leader.read(5, 1).unwrap().read_to_bytes().unwrap();
+        let err = follower.append_replicated(&at_5).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AppendError::NotContiguous {
+                    expected: 29,
+                    found: 5
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.kafka_error_code(), error_code::OFFSET_OUT_OF_RANGE);
+        let mut next = one(0).to_vec();
+        next[..8].copy_from_slice(&29i64.to_be_bytes());
+        let mut gap = one(0).to_vec();
+        gap[..8].copy_from_slice(&31i64.to_be_bytes());
+        let err = follower
+            .append_replicated(&concat(&[Bytes::from(next.clone()), Bytes::from(gap)]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AppendError::NotContiguous {
+                    expected: 30,
+                    found: 31
+                }
+            ),
+            "{err}"
+        );
+        // A corrupt batch is refused like a produce.
+        let last = next.len() - 1;
+        next[last] ^= 1;
+        let err = follower.append_replicated(&Bytes::from(next)).unwrap_err();
+        assert_eq!(err.kafka_error_code(), error_code::CORRUPT_MESSAGE);
+        assert_eq!(
+            (follower.size_bytes(), follower.log_end_offset()),
+            (size, 29)
+        );
+    }
 }
