@@ -10,6 +10,7 @@
 
 pub mod admin_http;
 pub mod config;
+pub mod fetch_session;
 pub mod group;
 pub mod handlers;
 pub mod log;

@@ -1,6 +1,6 @@
 //! Fetch: read from the owning shards; when less than min_bytes is available, long-poll
-//! (woken by appends) until max_wait. Fetch sessions (KIP-227) are not kept yet: every
-//! response carries session id 0, which clients take as "full fetches only".
+//! (woken by appends) until max_wait. KIP-227 sessions ([`crate::fetch_session`]) wrap
+//! this: they say which partitions to read and which of them to answer.
 //!
 //! Owning shards answer with file ranges, not bytes: the connection's shard either sends
 //! them with sendfile ([`handle_zero_copy`]) or reads them into the response ([`handle`],
@@ -14,12 +14,11 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::{resolve_topic_ref, ByShard, RequestContext, Slot};
 use crate::errors::ErrorCode;
+use crate::fetch_session::FIRST_VERSION_WITH_TOPIC_IDS;
 use crate::log::ReadSlice;
 use crate::protocol::fetch_frame::{encode_fetch_frame, Part};
 use crate::shard::{FetchQuery, FetchResult, ShardRequest, ShardResponse};
 
-/// Fetch v13 (KIP-516) names topics by id.
-const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
 /// Bound on how long one fetch may hold a request slot of its connection.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -84,8 +83,21 @@ pub async fn handle_zero_copy(
     Ok((response, parts))
 }
 
-async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
+async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer {
     let shard = &ctx.shard;
+    let plan = shard
+        .fetch_sessions
+        .borrow_mut()
+        .begin(&mut request, ctx.api_version);
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(code) => {
+            return FetchAnswer {
+                response: FetchResponse::default().with_error_code(code.code()),
+                records: Vec::new(),
+            }
+        }
+    };
     let by_id = ctx.api_version >= FIRST_VERSION_WITH_TOPIC_IDS;
     let image = shard.image();
     let max_bytes = (request.max_bytes.max(1) as usize).min(shard.config.socket_request_max_bytes);
@@ -156,10 +168,15 @@ async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
             }
         }
     }
-    FetchAnswer {
-        response: FetchResponse::default().with_responses(responses),
-        records,
-    }
+    let mut response = FetchResponse::default().with_responses(responses);
+    shard.fetch_sessions.borrow_mut().finish(
+        plan,
+        &request,
+        ctx.api_version,
+        &mut response,
+        &mut records,
+    );
+    FetchAnswer { response, records }
 }
 
 fn read_round<'a>(

@@ -26,6 +26,7 @@ pub use partition::Partition;
 
 use crate::config::BrokerConfig;
 use crate::errors::ErrorCode;
+use crate::fetch_session::FetchSessionCache;
 use crate::group::offsets::{offsets_partition_for, OFFSETS_TOPIC};
 use crate::group::GroupCoordinator;
 use crate::metadata::{shard_for, MetadataImage, TopicRegistry};
@@ -62,6 +63,8 @@ pub struct Shard {
     pub metrics: Rc<ShardMetrics>,
     /// Groups coordinated by this shard (those whose offsets partition it owns).
     pub groups: RefCell<GroupCoordinator>,
+    /// KIP-227 sessions of the fetches this shard's connections serve.
+    pub fetch_sessions: RefCell<FetchSessionCache>,
 }
 
 impl Shard {
@@ -73,6 +76,7 @@ impl Shard {
         registry: Option<TopicRegistry>,
         clean_start: bool,
     ) -> Shard {
+        let fetch_session_slots = config.fetch_session_cache_slots;
         Shard {
             id,
             count,
@@ -90,6 +94,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop_requested: event_listener::Event::new(),
             groups: RefCell::new(GroupCoordinator::default()),
+            fetch_sessions: RefCell::new(FetchSessionCache::new(fetch_session_slots)),
             metrics: Rc::new(ShardMetrics::default()),
         }
     }
