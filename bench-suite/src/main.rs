@@ -125,6 +125,12 @@ struct Overrides {
     warmup: Option<u64>,
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Consume-only: fill the topics for this many seconds first (0: off).
+    #[arg(long)]
+    prefill_secs: Option<u64>,
+    /// Consumers use KIP-227 fetch sessions (`true`/`false`).
+    #[arg(long)]
+    fetch_sessions: Option<bool>,
 }
 
 impl Overrides {
@@ -140,7 +146,8 @@ impl Overrides {
              key_space => key_space, headers => headers, acks => acks,
              batch_size => batch_size, linger_ms => linger_ms, compression => compression,
              rate => rate, duration => duration_secs, warmup => warmup_secs,
-             max_in_flight => max_in_flight);
+             max_in_flight => max_in_flight, prefill_secs => prefill_secs,
+             fetch_sessions => fetch_sessions);
     }
 }
 

@@ -32,6 +32,8 @@ pub struct BrokerConfig {
     /// Fetched record ranges at least this long go to the socket with sendfile, shorter
     /// ones are copied; `None` (setting -1) copies everything (for A/B runs).
     pub fetch_zero_copy_min_bytes: Option<usize>,
+    /// KIP-227 fetch sessions each shard keeps (0: none).
+    pub fetch_session_cache_slots: usize,
     /// Where the metrics/health HTTP endpoint listens, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub cluster: ClusterSettings,
@@ -253,6 +255,11 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         doc: "Fetched record ranges this long or longer are sent with sendfile (no copy); -1 copies all.",
     },
     SettingSpec {
+        name: "max.incremental.fetch.session.cache.slots",
+        default: "1000",
+        doc: "Incremental fetch sessions (KIP-227) kept per shard; 0 serves full fetches only.",
+    },
+    SettingSpec {
         name: "metrics.listen",
         default: "",
         doc: "host:port of the Prometheus metrics and health endpoint (off when empty).",
@@ -390,6 +397,12 @@ impl BrokerConfig {
                 -1 => None,
                 bytes => Some(bytes as usize),
             },
+            fetch_session_cache_slots: parse_in(
+                "max.incremental.fetch.session.cache.slots",
+                get,
+                0,
+                1_000_000,
+            )?,
             metrics_listen: match get.get("metrics.listen") {
                 "" => None,
                 text => Some(text.parse().map_err(|_| {
@@ -454,6 +467,9 @@ impl BrokerConfig {
             "log.index.interval.bytes" => self.log.index_interval_bytes.to_string(),
             "log.flush.interval.ms" => self.log_flush_interval_ms.to_string(),
             "max.connections" => self.max_connections.to_string(),
+            "max.incremental.fetch.session.cache.slots" => {
+                self.fetch_session_cache_slots.to_string()
+            }
             "metrics.listen" => self
                 .metrics_listen
                 .map(|a| a.to_string())

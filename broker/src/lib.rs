@@ -11,6 +11,7 @@
 pub mod admin_http;
 pub mod cluster;
 pub mod config;
+pub mod fetch_session;
 pub mod group;
 pub mod handlers;
 pub mod log;

@@ -2,6 +2,11 @@
 //! connection (the next fetch needs the offsets this one returns), long polls so a record is
 //! handed over as soon as the broker has it. End-to-end latency is receipt time minus the
 //! intended send time the producer wrote into the first 8 bytes of the value.
+//!
+//! With `fetch_sessions` each connection keeps a KIP-227 session, as the Java client and
+//! kafka-python do: after the first (full) fetch, requests carry only the partitions whose
+//! offset moved and responses only the partitions with news. A broker that does not keep
+//! the session (id 0 in the answer, or a session error) gets full fetches again.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,6 +14,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -19,13 +25,97 @@ use crate::client::records::for_each_record;
 use crate::client::wire::{decode_response, put_request};
 use crate::clock::now_ns;
 
+/// Kafka's session errors: the client starts a new session with a full fetch.
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+
 struct ConsumerConn {
     conn: Conn,
-    /// The request re-sent each time with updated offsets (built once, no per-fetch Vecs).
+    /// Every partition of this connection with its current fetch offset: sent whole
+    /// without a session (built once, no per-fetch Vecs), else the source of the changes.
     request: FetchRequest,
     /// (topic index in `request`, partition) -> index in that topic's partitions.
     slots: HashMap<(usize, i32), usize>,
+    /// Layout partition index of each `request` partition, [topic][slot].
+    layout_index: Vec<Vec<usize>>,
+    /// The broker's view of the session: its id (0: none), the epoch of the next fetch
+    /// (0: a full one, which also closes the session `session_id` names), and the fetch
+    /// offsets it holds, [topic][slot].
+    session_id: i32,
+    session_epoch: i32,
+    session_offsets: Vec<Vec<i64>>,
     in_flight: Option<i32>,
+}
+
+impl ConsumerConn {
+    /// Appends the next Fetch to the connection's write buffer.
+    fn put_fetch(&mut self, use_sessions: bool, version: i16) -> Result<()> {
+        let correlation = self.conn.correlation();
+        if !use_sessions || self.session_epoch == 0 {
+            // Full fetch: epoch 0 asks for a new session, -1 (the default) for none.
+            if use_sessions {
+                self.request.session_id = self.session_id;
+                self.request.session_epoch = 0;
+            }
+            put_request(self.conn.wbuf(), &self.request, version, correlation)?;
+            for (topic, offsets) in self.request.topics.iter().zip(&mut self.session_offsets) {
+                for (p, offset) in topic.partitions.iter().zip(offsets) {
+                    *offset = p.fetch_offset;
+                }
+            }
+        } else {
+            let mut changes = FetchRequest::default()
+                .with_replica_id(self.request.replica_id)
+                .with_max_wait_ms(self.request.max_wait_ms)
+                .with_min_bytes(self.request.min_bytes)
+                .with_max_bytes(self.request.max_bytes)
+                .with_session_id(self.session_id)
+                .with_session_epoch(self.session_epoch);
+            for (topic, offsets) in self.request.topics.iter().zip(&mut self.session_offsets) {
+                let mut moved = Vec::new();
+                for (p, offset) in topic.partitions.iter().zip(offsets) {
+                    if p.fetch_offset != *offset {
+                        *offset = p.fetch_offset;
+                        moved.push(p.clone());
+                    }
+                }
+                if !moved.is_empty() {
+                    changes.topics.push(
+                        FetchTopic::default()
+                            .with_topic(topic.topic.clone())
+                            .with_partitions(moved),
+                    );
+                }
+            }
+            put_request(self.conn.wbuf(), &changes, version, correlation)?;
+        }
+        self.in_flight = Some(correlation);
+        Ok(())
+    }
+
+    /// Follows the session through a response; false when the response carries no
+    /// partition data (a session error, after which the next fetch is full).
+    fn track_session(&mut self, use_sessions: bool, resp: &FetchResponse) -> bool {
+        if !use_sessions {
+            return true;
+        }
+        if matches!(
+            resp.error_code,
+            FETCH_SESSION_ID_NOT_FOUND | INVALID_FETCH_SESSION_EPOCH
+        ) {
+            self.session_epoch = 0;
+            return false;
+        }
+        if resp.error_code == 0 {
+            if self.session_epoch == 0 {
+                self.session_id = resp.session_id;
+                self.session_epoch = i32::from(resp.session_id != 0);
+            } else {
+                self.session_epoch = self.session_epoch.checked_add(1).unwrap_or(1);
+            }
+        }
+        true
+    }
 }
 
 /// Runs a consumer thread until the driver says the run has drained.
@@ -39,6 +129,7 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
             .with_min_bytes(1)
             .with_max_bytes(s.fetch_max_bytes);
         let mut slots = HashMap::new();
+        let mut layout_index: Vec<Vec<usize>> = Vec::new();
         for &pi in &ctx.partitions {
             let info = &ctx.layout.partitions[pi];
             if info.leader != broker {
@@ -52,11 +143,13 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
                         FetchTopic::default()
                             .with_topic(TopicName(StrBytes::from_string(name.clone()))),
                     );
+                    layout_index.push(Vec::new());
                     request.topics.len() - 1
                 }
             };
             let parts = &mut request.topics[ti].partitions;
             slots.insert((ti, info.partition), parts.len());
+            layout_index[ti].push(pi);
             parts.push(
                 FetchPartition::default()
                     .with_partition(info.partition)
@@ -65,10 +158,15 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
             );
         }
         if !slots.is_empty() {
+            let session_offsets = layout_index.iter().map(|t| vec![-1; t.len()]).collect();
             conns.push(ConsumerConn {
                 conn: Conn::connect(addr)?,
                 request,
                 slots,
+                layout_index,
+                session_id: 0,
+                session_epoch: 0,
+                session_offsets,
                 in_flight: None,
             });
         }
@@ -79,9 +177,7 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
     while !ctx.shared.stop_consumers.load(Ordering::Relaxed) {
         for c in conns.iter_mut() {
             if c.in_flight.is_none() {
-                let correlation = c.conn.correlation();
-                put_request(c.conn.wbuf(), &c.request, ctx.versions.fetch, correlation)?;
-                c.in_flight = Some(correlation);
+                c.put_fetch(s.fetch_sessions, ctx.versions.fetch)?;
             }
             c.conn.write_some()?;
         }
@@ -122,10 +218,15 @@ fn on_response(
 ) -> Result<u64> {
     let correlation = c.in_flight.take().unwrap_or(-1);
     let resp = decode_response::<FetchRequest>(frame, ctx.versions.fetch, correlation)?;
+    if !c.track_session(ctx.scenario.fetch_sessions, &resp) {
+        return Ok(0);
+    }
     if resp.error_code != 0 {
         reporter.errors += 1;
         return Ok(0);
     }
+    // Re-read data carries old send stamps: no end-to-end latency then.
+    let replay = ctx.replay_end.as_deref();
     let mut total = 0;
     for t in &resp.responses {
         let Some(ti) = c.request.topics.iter().position(|r| r.topic == t.topic) else {
@@ -144,12 +245,18 @@ fn on_response(
             let mut bytes = 0;
             let walked = for_each_record(records, fetch.fetch_offset, |_, value| {
                 bytes += value.len() as u64;
-                if value.len() >= 8 {
+                if value.len() >= 8 && replay.is_none() {
                     let sent = u64::from_le_bytes(value[..8].try_into().unwrap());
                     reporter.record(now.saturating_sub(sent));
                 }
             })?;
             fetch.fetch_offset = walked.next_offset;
+            if let Some(ends) = replay {
+                let pi = c.layout_index[ti][slot];
+                if fetch.fetch_offset >= ends[pi] {
+                    fetch.fetch_offset = ctx.start_offsets[pi];
+                }
+            }
             reporter.msgs += walked.records;
             reporter.bytes += bytes;
             total += walked.records;

@@ -65,6 +65,9 @@ pub struct WorkerCtx {
     pub partitions: Vec<usize>,
     /// Where consumers start, per layout partition (the log end before producing starts).
     pub start_offsets: Arc<Vec<i64>>,
+    /// Consume-only runs: the end of the filled data, per layout partition, where consumers
+    /// rewind to `start_offsets`.
+    pub replay_end: Option<Arc<Vec<i64>>>,
     /// This producer's share of the target rate (msg/s); `None` at max rate.
     pub rate: Option<f64>,
     pub t0: u64,
@@ -77,6 +80,9 @@ pub struct WorkerCtx {
 /// Runs a scenario; a `NN%` rate first runs a max-rate probe of `probe_secs`.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
     scenario.validate()?;
+    if scenario.prefill_secs > 0 {
+        return consume_only(scenario, opts);
+    }
     match scenario.rate {
         Rate::FractionOfMax(f) => {
             let mut probe = scenario.clone();
@@ -86,7 +92,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
             if opts.progress {
                 eprintln!("probing the max rate for {} s", probe.duration_secs);
             }
-            let max = run_once(&probe, opts, None)?.produce.msgs_per_sec;
+            let max = run_once(&probe, opts, None, None)?.produce.msgs_per_sec;
             if max <= 0.0 {
                 bail!("the max-rate probe produced nothing");
             }
@@ -98,12 +104,50 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
                     max * f
                 );
             }
-            let mut summary = run_once(&fixed, opts, Some(max))?;
+            let mut summary = run_once(&fixed, opts, Some(max), None)?;
             summary.scenario = scenario.clone();
             Ok(summary)
         }
-        _ => run_once(scenario, opts, None),
+        _ => run_once(scenario, opts, None, None),
     }
+}
+
+/// Fills the topics at max rate for `prefill_secs`, then measures the consumers alone
+/// reading that data (from the page cache) for `duration_secs`.
+fn consume_only(s: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
+    if opts.driver != Driver::Builtin {
+        // Rewinding at the filled end is the built-in consumer's.
+        bail!("consume-only scenarios (prefill_secs) run with the builtin driver");
+    }
+    let mut admin = Admin::connect(resolve(&opts.bootstrap)?)?;
+    let layout = admin.ensure_topics(&s.topic_names(), s.partitions as i32)?;
+    let from = admin.list_offsets(&layout, -1)?;
+    drop(admin);
+    let mut fill = s.clone();
+    fill.prefill_secs = 0;
+    fill.consumers = 0;
+    fill.rate = Rate::Max;
+    fill.duration_secs = s.prefill_secs;
+    fill.warmup_secs = 0;
+    if opts.progress {
+        eprintln!("filling the topics at max rate for {} s", s.prefill_secs);
+    }
+    let filled = run_once(&fill, opts, None, None)?;
+    let mut read = s.clone();
+    read.producers = 0;
+    if opts.progress {
+        eprintln!(
+            "reading {} messages, from the start again at the end",
+            filled.total_acked
+        );
+    }
+    let mut summary = run_once(&read, opts, None, Some(from))?;
+    summary.scenario = s.clone();
+    summary.notes.push(format!(
+        "consume-only: the consumers re-read {} messages that producers first wrote at {:.0} msg/s (max rate, {} s)",
+        filled.total_acked, filled.produce.msgs_per_sec, s.prefill_secs
+    ));
+    Ok(summary)
 }
 
 fn resolve(bootstrap: &str) -> Result<SocketAddr> {
@@ -114,14 +158,25 @@ fn resolve(bootstrap: &str) -> Result<SocketAddr> {
         .with_context(|| format!("{bootstrap} has no address"))
 }
 
-fn run_once(s: &Scenario, opts: &RunOptions, probe_rate: Option<f64>) -> Result<RunSummary> {
+/// One run; `replay_from` makes it a consume-only read of the data between those offsets
+/// and the current ends.
+fn run_once(
+    s: &Scenario,
+    opts: &RunOptions,
+    probe_rate: Option<f64>,
+    replay_from: Option<Vec<i64>>,
+) -> Result<RunSummary> {
     let mut admin = Admin::connect(resolve(&opts.bootstrap)?)?;
     let layout = Arc::new(admin.ensure_topics(&s.topic_names(), s.partitions as i32)?);
-    let start_offsets = Arc::new(if s.consumers > 0 {
+    let ends = if s.consumers > 0 {
         admin.list_offsets(&layout, -1)?
     } else {
         vec![0; layout.partitions.len()]
-    });
+    };
+    let (start_offsets, replay_end) = match replay_from {
+        Some(from) => (Arc::new(from), Some(Arc::new(ends))),
+        None => (Arc::new(ends), None),
+    };
     let versions = admin.versions;
     drop(admin);
 
@@ -158,6 +213,7 @@ fn run_once(s: &Scenario, opts: &RunOptions, probe_rate: Option<f64>) -> Result<
         bootstrap: opts.bootstrap.clone(),
         partitions,
         start_offsets: start_offsets.clone(),
+        replay_end: replay_end.clone(),
         rate,
         t0,
         end,
@@ -219,11 +275,16 @@ fn run_once(s: &Scenario, opts: &RunOptions, probe_rate: Option<f64>) -> Result<
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         // Consumers stop once they have everything the producers got acknowledged, or when
-        // the drain time is up.
+        // the drain time is up; consume-only runs stop at the end of the duration.
         if producers_left == 0 && consumers_stopped_at.is_none() {
-            let caught_up =
-                shared.consumed.load(Ordering::Relaxed) >= shared.acked.load(Ordering::Relaxed);
-            if s.consumers == 0 || caught_up || now_ns() > drain_deadline {
+            let caught_up = replay_end.is_none()
+                && shared.consumed.load(Ordering::Relaxed) >= shared.acked.load(Ordering::Relaxed);
+            let deadline = if replay_end.is_some() {
+                end
+            } else {
+                drain_deadline
+            };
+            if s.consumers == 0 || caught_up || now_ns() > deadline {
                 shared.stop_consumers.store(true, Ordering::Relaxed);
                 consumers_stopped_at = Some(now_ns());
             }

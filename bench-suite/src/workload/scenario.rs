@@ -46,6 +46,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../scenarios/connections-1k.toml"),
     ),
     ("tail-e2e", include_str!("../../scenarios/tail-e2e.toml")),
+    (
+        "consume-100b-max",
+        include_str!("../../scenarios/consume-100b-max.toml"),
+    ),
 ];
 
 /// One workload.
@@ -94,6 +98,12 @@ pub struct Scenario {
     pub partition_max_bytes: i32,
     /// After the producers stop, how long consumers may take to catch up.
     pub drain_secs: u64,
+    /// Consume-only when non-zero: the producers first fill the topics at max rate for this
+    /// long, then the consumers alone read them from where the fill started for
+    /// `duration_secs`, rewinding whenever they reach the filled end.
+    pub prefill_secs: u64,
+    /// Consumers fetch through KIP-227 incremental fetch sessions.
+    pub fetch_sessions: bool,
 }
 
 impl Default for Scenario {
@@ -125,6 +135,8 @@ impl Default for Scenario {
             fetch_max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
             drain_secs: 5,
+            prefill_secs: 0,
+            fetch_sessions: true,
         }
     }
 }
@@ -156,6 +168,9 @@ impl Scenario {
         }
         if self.producers == 0 && self.consumers == 0 {
             bail!("nothing to run: no producers and no consumers");
+        }
+        if self.prefill_secs > 0 && (self.producers == 0 || self.consumers == 0) {
+            bail!("a consume-only run (prefill_secs) needs producers to fill and consumers");
         }
         if self.connections_per_producer == 0 || self.max_in_flight == 0 {
             bail!("connections_per_producer and max_in_flight must be at least 1");

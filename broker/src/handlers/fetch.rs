@@ -1,8 +1,9 @@
 //! Fetch: read from the owning shards; when less than min_bytes is available, long-poll
 //! until max_wait. Consumers read up to the high watermark and wake when it moves;
 //! followers (a replica id set) read up to the log end, report their position to the
-//! leader with each fetch, and learn of a diverging log (KIP-320). Fetch sessions (KIP-227) are not kept yet: every
-//! response carries session id 0, which clients take as "full fetches only".
+//! leader with each fetch, and learn of a diverging log (KIP-320). KIP-227 sessions
+//! ([`crate::fetch_session`]) wrap this: they say which partitions to read and which of
+//! them to answer.
 //!
 //! Owning shards answer with file ranges, not bytes: the connection's shard either sends
 //! them with sendfile ([`handle_zero_copy`]) or reads them into the response ([`handle`],
@@ -16,12 +17,11 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::{resolve_topic_ref, ByShard, RequestContext, Slot};
 use crate::errors::ErrorCode;
+use crate::fetch_session::FIRST_VERSION_WITH_TOPIC_IDS;
 use crate::log::ReadSlice;
 use crate::protocol::fetch_frame::{encode_fetch_frame, Part};
 use crate::shard::{FetchQuery, FetchResult, ShardRequest, ShardResponse};
 
-/// Fetch v13 (KIP-516) names topics by id.
-const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
 /// Bound on how long one fetch may hold a request slot of its connection.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -86,8 +86,21 @@ pub async fn handle_zero_copy(
     Ok((response, parts))
 }
 
-async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
+async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer {
     let shard = &ctx.shard;
+    let plan = shard
+        .fetch_sessions
+        .borrow_mut()
+        .begin(&mut request, ctx.api_version);
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(code) => {
+            return FetchAnswer {
+                response: FetchResponse::default().with_error_code(code.code()),
+                records: Vec::new(),
+            }
+        }
+    };
     let by_id = ctx.api_version >= FIRST_VERSION_WITH_TOPIC_IDS;
     let image = shard.image();
     let max_bytes = (request.max_bytes.max(1) as usize).min(shard.config.socket_request_max_bytes);
@@ -173,10 +186,15 @@ async fn gather(ctx: &RequestContext, request: FetchRequest) -> FetchAnswer {
             }
         }
     }
-    FetchAnswer {
-        response: FetchResponse::default().with_responses(responses),
-        records,
-    }
+    let mut response = FetchResponse::default().with_responses(responses);
+    shard.fetch_sessions.borrow_mut().finish(
+        plan,
+        &request,
+        ctx.api_version,
+        &mut response,
+        &mut records,
+    );
+    FetchAnswer { response, records }
 }
 
 fn read_round<'a>(

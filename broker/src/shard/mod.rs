@@ -31,6 +31,7 @@ pub use partition::Partition;
 use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
 use crate::errors::ErrorCode;
+use crate::fetch_session::FetchSessionCache;
 use crate::group::offsets::{offsets_partition_for, OFFSETS_TOPIC};
 use crate::group::GroupCoordinator;
 use crate::metadata::{shard_for, MetadataImage};
@@ -71,6 +72,8 @@ pub struct Shard {
     pub metrics: Rc<ShardMetrics>,
     /// Groups coordinated by this shard (those whose offsets partition it owns).
     pub groups: RefCell<GroupCoordinator>,
+    /// KIP-227 sessions of the fetches this shard's connections serve.
+    pub fetch_sessions: RefCell<FetchSessionCache>,
 }
 
 impl Shard {
@@ -81,6 +84,7 @@ impl Shard {
         cluster_id: Arc<str>,
         clean_start: bool,
     ) -> Shard {
+        let fetch_session_slots = config.fetch_session_cache_slots;
         Shard {
             id,
             count,
@@ -100,6 +104,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop_requested: event_listener::Event::new(),
             groups: RefCell::new(GroupCoordinator::default()),
+            fetch_sessions: RefCell::new(FetchSessionCache::new(fetch_session_slots)),
             metrics: Rc::new(ShardMetrics::default()),
         }
     }
