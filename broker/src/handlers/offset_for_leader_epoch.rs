@@ -60,7 +60,11 @@ pub async fn handle(
         || EpochResult::error(ErrorCode::RequestTimedOut),
     )
     .await;
-    for ((topic_slot, partition_slot), result) in results {
+    for ((topic_slot, partition_slot), mut result) in results {
+        // v0 answers carry no epoch (the encoder refuses one).
+        if ctx.api_version == 0 {
+            result.leader_epoch = -1;
+        }
         let entry = &mut topics[topic_slot].partitions[partition_slot];
         *entry = end_offset(entry.partition, &result);
     }
