@@ -1,34 +1,43 @@
 //! Zero-copy file-to-socket sends: record bytes go from the page cache to the socket with
 //! sendfile(2), never through a user-space buffer.
 //!
-//! glommio has no sendfile, and its sockets are non-blocking, so the call runs on the
-//! shard's blocking pool (the shard keeps serving meanwhile), waiting with poll(2)
-//! whenever the socket's send buffer is full.
+//! The sendfile calls run on the shard thread itself, on the non-blocking socket. They
+//! used to run on glommio's blocking pool, but that pool is one thread per shard and also
+//! runs the periodic fdatasyncs: behind a flush of hundreds of MB a fetch response waited
+//! seconds, and tailing consumers fell that far behind. Sending from the shard costs no
+//! thread handoff either. The price: a read of data no longer in the page cache blocks
+//! the shard while the disk answers, as in Kafka's network threads. glommio offers no
+//! writability wait for a raw descriptor, so a full socket is retried after a short sleep
+//! that doubles while the socket stays full.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest wait for a full send buffer to drain: a consumer that stops reading for this
-/// long loses its connection instead of holding a thread.
+/// long loses its connection.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// First and longest sleep while the socket's send buffer is full. Loopback drains a
+/// few MB of buffer in about a millisecond, so the first retry comes well before that.
+const FIRST_BACKOFF: Duration = Duration::from_micros(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(5);
 
-/// Sends `len` bytes of `file` from `offset` to the socket `socket`.
+/// Sends `len` bytes of `file` from `offset` to the non-blocking socket `socket`.
 pub async fn send_file(socket: RawFd, file: Arc<File>, offset: u64, len: usize) -> io::Result<()> {
-    crate::spawn_blocking(move || send_file_blocking(socket, &file, offset, len)).await
-}
-
-fn send_file_blocking(socket: RawFd, file: &File, offset: u64, len: usize) -> io::Result<()> {
     let mut position = offset as libc::off_t;
     let mut left = len;
+    let mut backoff = FIRST_BACKOFF;
+    let mut full_since: Option<Instant> = None;
     while left > 0 {
         // SAFETY: both descriptors are open for the duration (the caller holds the file
         // and the connection); the kernel writes only `position`.
         let sent = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut position, left) };
         if sent > 0 {
             left -= sent as usize;
+            backoff = FIRST_BACKOFF;
+            full_since = None;
             continue;
         }
         if sent == 0 {
@@ -40,37 +49,21 @@ fn send_file_blocking(socket: RawFd, file: &File, offset: u64, len: usize) -> io
         }
         let error = io::Error::last_os_error();
         match error.kind() {
-            io::ErrorKind::WouldBlock => wait_writable(socket)?,
+            io::ErrorKind::WouldBlock => {
+                if full_since.get_or_insert_with(Instant::now).elapsed() > STALL_TIMEOUT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer stopped reading",
+                    ));
+                }
+                crate::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
             io::ErrorKind::Interrupted => {}
             _ => return Err(error),
         }
     }
     Ok(())
-}
-
-fn wait_writable(socket: RawFd) -> io::Result<()> {
-    let mut poll = libc::pollfd {
-        fd: socket,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one pollfd on the stack, counted as one.
-    let ready = unsafe { libc::poll(&mut poll, 1, STALL_TIMEOUT.as_millis() as libc::c_int) };
-    match ready {
-        1.. => Ok(()),
-        0 => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the peer stopped reading",
-        )),
-        _ => {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(error)
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -89,7 +82,12 @@ mod tests {
             b.read_to_end(&mut got).unwrap();
             got
         });
-        send_file_blocking(a.as_raw_fd(), &file, 1000, 600_000).unwrap();
+        let file = Arc::new(file);
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(send_file(a.as_raw_fd(), file, 1000, 600_000))
+            .unwrap();
         drop(a);
         let got = reader.join().unwrap();
         let expected: Vec<u8> = (0..=255u8).cycle().skip(1000).take(600_000).collect();
