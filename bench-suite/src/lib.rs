@@ -6,9 +6,11 @@
 //! - `report`: HdrHistogram percentiles, tables, JSON, SVG plots, broker CPU/RSS.
 //! - `null_broker`: a broker that stores nothing, to measure the generator's own ceiling.
 //! - `compare`: one scenario against several targets, side by side.
+//! - `disk_probe`: the disk's own write + fdatasync latency, the floor of acks=all.
 pub mod client;
 pub mod clock;
 pub mod compare;
+pub mod disk_probe;
 pub mod null_broker;
 #[cfg(feature = "rdkafka")]
 pub mod rdkafka_driver;

@@ -2,6 +2,7 @@
 //! See bench-suite/README.md.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -73,6 +74,10 @@ struct Common {
     /// Directory for the report files (default: bench-results/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The first target's data directory: acks=all scenarios then also measure the disk's
+    /// own write + fdatasync latency there, at the byte rate that target sustained.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Write no files, print only.
     #[arg(long)]
     no_save: bool,
@@ -210,7 +215,21 @@ fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> 
         progress: !common.quiet,
         command,
     };
-    let (runs, failures) = compare(&scenario, &targets, &base);
+    let (mut runs, failures) = compare(&scenario, &targets, &base);
+    if let (Some(dir), Some(first)) = (&common.data_dir, runs.first_mut()) {
+        if scenario.acks == Acks::All && first.target == targets[0].name {
+            if base.progress {
+                eprintln!("== disk: write + fdatasync in {} ==", dir.display());
+            }
+            let probe = corelog_bench::disk_probe::fdatasync_loop(
+                dir,
+                first.produce.mb_per_sec * 1e6,
+                scenario.message_size.bounds().0,
+                Duration::from_secs(scenario.duration_secs),
+            )?;
+            first.disk_sync = Some(probe);
+        }
+    }
     if !runs.is_empty() {
         println!("{}", table::table(&runs));
     }

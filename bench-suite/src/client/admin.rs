@@ -168,7 +168,8 @@ impl Admin {
     }
 
     /// Creates the topics that do not exist yet, each with `partitions` partitions.
-    pub fn create_topics(&mut self, topics: &[String], partitions: i32) -> Result<()> {
+    /// Creates the topics that do not exist yet; returns how many it created.
+    pub fn create_topics(&mut self, topics: &[String], partitions: i32) -> Result<usize> {
         let req = CreateTopicsRequest::default()
             .with_topics(
                 topics
@@ -183,7 +184,9 @@ impl Admin {
             )
             .with_timeout_ms(120_000);
         let resp = self.call(&req, self.versions.create_topics)?;
+        let mut created = 0;
         for t in resp.topics {
+            created += usize::from(t.error_code == 0);
             if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
                 bail!(
                     "creating topic {}: {} {}",
@@ -193,17 +196,18 @@ impl Admin {
                 );
             }
         }
-        Ok(())
+        Ok(created)
     }
 
-    /// Creates missing topics and waits until every partition has a leader.
-    pub fn ensure_topics(&mut self, topics: &[String], partitions: i32) -> Result<Layout> {
-        self.create_topics(topics, partitions)?;
+    /// Creates missing topics and waits until every partition has a leader. Returns the
+    /// layout and how many topics were created.
+    pub fn ensure_topics(&mut self, topics: &[String], partitions: i32) -> Result<(Layout, usize)> {
+        let created = self.create_topics(topics, partitions)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let md = self.metadata(topics)?;
             match layout(topics, partitions, &md)? {
-                Some(layout) => return Ok(layout),
+                Some(layout) => return Ok((layout, created)),
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
                 None => bail!("topics {topics:?} did not get leaders within 60 s"),
             }

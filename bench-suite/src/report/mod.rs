@@ -113,6 +113,12 @@ pub struct RunSummary {
     pub total_errors: u64,
     pub series: Vec<TickPoint>,
     pub broker: Option<BrokerUsage>,
+    /// Growth of the broker's RSS while the run's topics were created, per partition:
+    /// the memory an idle partition costs. Only for runs creating many partitions.
+    pub rss_per_new_partition: Option<f64>,
+    /// The disk's own write + fdatasync latency at the same byte rate, for acks=all runs
+    /// given the broker's data directory.
+    pub disk_sync: Option<crate::disk_probe::DiskSync>,
     pub notes: Vec<String>,
     pub command: String,
 }

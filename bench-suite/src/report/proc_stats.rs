@@ -13,7 +13,14 @@ pub fn cpu_secs(pid: i32) -> Result<f64> {
 pub fn peak_rss_bytes(pid: i32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    parse_vm_hwm(&status).context("no VmHWM in /proc/PID/status")
+    status_kb(&status, "VmHWM:").context("no VmHWM in /proc/PID/status")
+}
+
+/// The process's resident set now (VmRSS), in bytes.
+pub fn rss_bytes(pid: i32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status_kb(&status, "VmRSS:").context("no VmRSS in /proc/PID/status")
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -37,8 +44,9 @@ fn parse_cpu_ticks(stat: &str) -> Result<u64> {
     Ok(utime + stime)
 }
 
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// A `kB` field of /proc/PID/status, in bytes.
+fn status_kb(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -52,11 +60,12 @@ mod tests {
         let stat = "1234 (core log) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat).unwrap(), 300);
         assert_eq!(
-            parse_vm_hwm("Name:\tx\nVmHWM:\t  2048 kB\n"),
+            status_kb("Name:\tx\nVmHWM:\t  2048 kB\n", "VmHWM:"),
             Some(2048 * 1024)
         );
         let me = std::process::id() as i32;
         assert!(cpu_secs(me).unwrap() >= 0.0);
         assert!(peak_rss_bytes(me).unwrap() > 0);
+        assert!(rss_bytes(me).unwrap() > 0);
     }
 }

@@ -20,7 +20,9 @@ enum Unit {
     Us,
     Cores,
     Bytes,
+    SmallBytes,
     Count,
+    Ratio,
 }
 
 fn ms(p: f64) -> Option<f64> {
@@ -119,6 +121,34 @@ const ROWS: &[Row] = &[
         unit: Unit::Bytes,
     },
     Row {
+        name: "broker RSS per new partition",
+        value: |r| r.rss_per_new_partition,
+        unit: Unit::SmallBytes,
+    },
+    Row {
+        name: "disk write+fdatasync p50",
+        value: |r| r.disk_sync.as_ref().map(|d| d.latency.p50_us),
+        unit: Unit::Us,
+    },
+    Row {
+        name: "disk write+fdatasync p99",
+        value: |r| r.disk_sync.as_ref().map(|d| d.latency.p99_us),
+        unit: Unit::Us,
+    },
+    Row {
+        name: "disk probe MB/s",
+        value: |r| r.disk_sync.as_ref().map(|d| d.mb_per_sec),
+        unit: Unit::Mb,
+    },
+    Row {
+        name: "produce p99 / disk p99",
+        value: |r| {
+            let disk = r.disk_sync.as_ref()?.latency.p99_us;
+            (disk > 0.0).then(|| r.produce_latency.p99_us / disk)
+        },
+        unit: Unit::Ratio,
+    },
+    Row {
         name: "errors",
         value: |r| Some(r.total_errors as f64),
         unit: Unit::Count,
@@ -135,7 +165,9 @@ fn fmt(v: f64, unit: Unit) -> String {
         Unit::Us => format!("{v:.0} us"),
         Unit::Cores => format!("{v:.2}"),
         Unit::Bytes => format!("{:.0} MiB", v / (1 << 20) as f64),
+        Unit::SmallBytes => format!("{:.1} KiB", v / 1024.0),
         Unit::Count => format!("{v:.0}"),
+        Unit::Ratio => format!("{v:.2}x"),
     }
 }
 

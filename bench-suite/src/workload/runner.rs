@@ -18,6 +18,10 @@ use crate::client::admin::{Admin, Layout, Versions};
 use crate::clock::now_ns;
 use crate::report::{proc_stats, BrokerUsage, Percentiles, RunSummary, Throughput, TickPoint};
 
+/// Partitions a run must create for the broker's RSS growth to be reported per partition:
+/// below this, allocator noise outweighs what one partition costs.
+const MIN_PARTITIONS_FOR_RSS: u64 = 1000;
+
 /// Which client drives the load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Driver {
@@ -120,7 +124,7 @@ fn consume_only(s: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
         bail!("consume-only scenarios (prefill_secs) run with the builtin driver");
     }
     let mut admin = Admin::connect(resolve(&opts.bootstrap)?)?;
-    let layout = admin.ensure_topics(&s.topic_names(), s.partitions as i32)?;
+    let (layout, _) = admin.ensure_topics(&s.topic_names(), s.partitions as i32)?;
     let from = admin.list_offsets(&layout, -1)?;
     drop(admin);
     let mut fill = s.clone();
@@ -167,7 +171,17 @@ fn run_once(
     replay_from: Option<Vec<i64>>,
 ) -> Result<RunSummary> {
     let mut admin = Admin::connect(resolve(&opts.bootstrap)?)?;
-    let layout = Arc::new(admin.ensure_topics(&s.topic_names(), s.partitions as i32)?);
+    let rss_before = opts.broker_pid.map(proc_stats::rss_bytes).transpose()?;
+    let (layout, created) = admin.ensure_topics(&s.topic_names(), s.partitions as i32)?;
+    let new_partitions = created as u64 * u64::from(s.partitions);
+    let rss_per_new_partition = match (opts.broker_pid, rss_before) {
+        (Some(pid), Some(before)) if new_partitions >= MIN_PARTITIONS_FOR_RSS => {
+            let after = proc_stats::rss_bytes(pid)?;
+            Some((after as f64 - before as f64) / new_partitions as f64)
+        }
+        _ => None,
+    };
+    let layout = Arc::new(layout);
     let ends = if s.consumers > 0 {
         admin.list_offsets(&layout, -1)?
     } else {
@@ -311,6 +325,7 @@ fn run_once(
             .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
     }
     let mut summary = agg.summary(s, opts, target_rate, probe_rate, broker);
+    summary.rss_per_new_partition = rss_per_new_partition;
     summary.total_acked = shared.acked.load(Ordering::Relaxed);
     summary.total_consumed = shared.consumed.load(Ordering::Relaxed);
     // Nothing consumed at all is plain in the table (and expected of the null broker); a
@@ -530,6 +545,8 @@ impl Aggregate {
                 })
                 .collect(),
             broker,
+            rss_per_new_partition: None,
+            disk_sync: None,
             notes,
             command: opts.command.clone(),
         }

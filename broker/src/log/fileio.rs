@@ -1,10 +1,16 @@
 //! Small positional-IO helpers over `std::fs::File` that std does not provide:
-//! a vectored positional write and a windowed sequential reader.
+//! a vectored positional write, a windowed sequential reader, and the shard's
+//! bounded cache of open files for inactive segments.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Linux's `IOV_MAX`: the most iovecs one `pwritev` accepts.
 pub const IOV_MAX: usize = 1024;
@@ -162,9 +168,184 @@ pub fn crc32c_range(reader: &mut WindowReader<'_>, mut pos: u64, mut len: u64) -
     Ok(crc)
 }
 
+/// `fdatasync`s the file at `path` through a descriptor opened for the purpose:
+/// fsync acts on the inode, so it covers writes made through any other descriptor.
+pub fn sync_path(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_data()
+}
+
+/// Open files kept per shard for inactive segments. A broker with 10,000
+/// partitions already holds 10,000 descriptors for the active segments; this
+/// bounds what old segments add, whatever their number.
+pub const CACHED_FILES_PER_SHARD: usize = 1024;
+
+thread_local! {
+    /// Shards are threads and a log is only used by its shard, so the cache
+    /// needs no lock.
+    static OPEN_FILES: RefCell<FileCache> = RefCell::new(FileCache::new(CACHED_FILES_PER_SHARD));
+}
+
+/// Keys of [`CachedFile`]s: unique in the process, never reused, so an entry
+/// can never be mistaken for another file's.
+static NEXT_CACHE_KEY: AtomicU64 = AtomicU64::new(0);
+
+/// A read-only file opened on demand through the shard's cache. Readers get an
+/// `Arc<File>`: eviction only drops the cache's reference, so a send in flight
+/// keeps its descriptor until it is done.
+#[derive(Debug)]
+pub struct CachedFile {
+    key: u64,
+    path: PathBuf,
+}
+
+impl CachedFile {
+    /// A handle for `path`; `open` (if given) is put in the cache, saving a
+    /// reopen when the file was in use a moment ago.
+    pub fn new(path: PathBuf, open: Option<Arc<File>>) -> Self {
+        let key = NEXT_CACHE_KEY.fetch_add(1, Ordering::Relaxed);
+        if let Some(file) = open {
+            OPEN_FILES.with(|cache| cache.borrow_mut().insert(key, file));
+        }
+        CachedFile { key, path }
+    }
+
+    pub fn get(&self) -> io::Result<Arc<File>> {
+        OPEN_FILES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(file) = cache.get(self.key) {
+                return Ok(file);
+            }
+            let file = Arc::new(File::open(&self.path)?);
+            cache.insert(self.key, Arc::clone(&file));
+            Ok(file)
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CachedFile {
+    /// Closes the cached descriptor now: the file may have been deleted, and its
+    /// space is only freed once the last descriptor is closed. `try_with`: the
+    /// cache may already be gone when a thread exits.
+    fn drop(&mut self) {
+        let _ = OPEN_FILES.try_with(|cache| cache.borrow_mut().remove(self.key));
+    }
+}
+
+/// A fixed number of slots replaced by the CLOCK policy (an LRU approximation):
+/// a hit only sets a flag, no reordering; a miss sweeps a hand over the slots,
+/// sparing (and unflagging) recently used ones and evicting the first that
+/// was not used since the hand last passed.
+struct FileCache {
+    capacity: usize,
+    slots: Vec<Slot>,
+    /// Key to slot number.
+    by_key: HashMap<u64, usize>,
+    hand: usize,
+}
+
+struct Slot {
+    key: u64,
+    /// `None` once removed: the slot is free for the next insert.
+    file: Option<Arc<File>>,
+    used: bool,
+}
+
+impl FileCache {
+    fn new(capacity: usize) -> Self {
+        FileCache {
+            capacity,
+            slots: Vec::new(),
+            by_key: HashMap::new(),
+            hand: 0,
+        }
+    }
+
+    fn get(&mut self, key: u64) -> Option<Arc<File>> {
+        let slot = &mut self.slots[*self.by_key.get(&key)?];
+        slot.used = true;
+        slot.file.clone()
+    }
+
+    fn insert(&mut self, key: u64, file: Arc<File>) {
+        let slot = Slot {
+            key,
+            file: Some(file),
+            used: true,
+        };
+        if let Some(&i) = self.by_key.get(&key) {
+            self.slots[i] = slot;
+            return;
+        }
+        let i = if self.slots.len() < self.capacity {
+            self.slots.push(slot);
+            self.slots.len() - 1
+        } else {
+            let i = self.victim();
+            let old = std::mem::replace(&mut self.slots[i], slot);
+            if old.file.is_some() {
+                self.by_key.remove(&old.key);
+            }
+            i
+        };
+        self.by_key.insert(key, i);
+    }
+
+    /// The slot to reuse: a free one, or the first not used since the hand's
+    /// last pass. Ends within two sweeps, as the first clears every flag.
+    fn victim(&mut self) -> usize {
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            let slot = &mut self.slots[i];
+            if slot.file.is_none() || !slot.used {
+                return i;
+            }
+            slot.used = false;
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Some(i) = self.by_key.remove(&key) {
+            self.slots[i].file = None;
+            self.slots[i].used = false;
+        }
+    }
+
+    #[cfg(test)]
+    fn open_count(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_cache_keeps_recently_used_files_and_frees_removed_slots() {
+        let file = || Arc::new(tempfile::tempfile().unwrap());
+        let mut cache = FileCache::new(3);
+        for key in 0..3 {
+            cache.insert(key, file());
+        }
+        // Every flag is set: the sweep clears them all, then evicts slot 0.
+        cache.insert(3, file());
+        assert!(cache.get(0).is_none());
+        // 1 is used again, so the next miss spares it and evicts 2.
+        assert!(cache.get(1).is_some());
+        cache.insert(4, file());
+        assert!(cache.get(1).is_some() && cache.get(2).is_none());
+        assert_eq!(cache.open_count(), 3);
+        cache.remove(1);
+        assert_eq!(cache.open_count(), 2);
+        // The removed slot is reused before anything else is evicted.
+        cache.insert(5, file());
+        assert!([3, 4, 5].iter().all(|&k| cache.get(k).is_some()));
+    }
 
     #[test]
     fn pwritev_writes_all_iovecs_in_order() {

@@ -13,7 +13,6 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use zerocopy::byteorder::big_endian::{I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -85,9 +84,12 @@ impl IndexLimits {
 pub type LoadResult<T> = io::Result<Result<T, InsaneIndex>>;
 
 /// An append-only file of fixed-size entries with an in-memory mirror.
+///
+/// No descriptor is kept: the file is opened for each write, and writes only
+/// happen when a segment is sealed or rebuilt. 10,000 partitions would
+/// otherwise hold 20,000 index descriptors for files nobody reads.
 struct IndexFile<E> {
     path: PathBuf,
-    file: Arc<File>,
     entries: Vec<E>,
     /// Entries already written to the file; the rest are pending.
     persisted: usize,
@@ -99,25 +101,20 @@ where
 {
     const ENTRY_SIZE: usize = std::mem::size_of::<E>();
 
-    fn create(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(IndexFile {
+    /// A new, empty index. The file is only written (replacing any stale one)
+    /// by the first [`IndexFile::write_pending`].
+    fn create(path: &Path) -> Self {
+        IndexFile {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             entries: Vec::new(),
             persisted: 0,
-        })
+        }
     }
 
     /// Reads the whole file, checking only that its size is plausible; the
     /// content checks are the caller's, as they differ per index type.
     fn load(path: &Path, max_entries: u64) -> LoadResult<Self> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Err(InsaneIndex::new("missing", None)))
@@ -144,7 +141,6 @@ where
         let persisted = entries.len();
         Ok(Ok(IndexFile {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             entries,
             persisted,
         }))
@@ -159,20 +155,28 @@ where
         }
         self.entries.truncate(len);
         if self.persisted > len {
-            self.file.set_len((len * Self::ENTRY_SIZE) as u64)?;
+            OpenOptions::new()
+                .write(true)
+                .open(&self.path)?
+                .set_len((len * Self::ENTRY_SIZE) as u64)?;
             self.persisted = len;
         }
         Ok(())
     }
 
-    /// Writes the entries added since the last call, in one `pwrite`.
+    /// Writes the entries added since the last call, in one `pwrite`. The file
+    /// always exists afterwards, so a sealed segment with no entries reopens
+    /// as trusted; nothing persisted yet means any file found is stale and is
+    /// truncated.
     fn write_pending(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(self.persisted == 0)
+            .open(&self.path)?;
         let pending = &self.entries[self.persisted..];
-        if pending.is_empty() {
-            return Ok(());
-        }
         let at = (self.persisted * Self::ENTRY_SIZE) as u64;
-        self.file.write_all_at(pending.as_bytes(), at)?;
+        file.write_all_at(pending.as_bytes(), at)?;
         self.persisted = self.entries.len();
         Ok(())
     }
@@ -201,11 +205,11 @@ pub struct OffsetIndex {
 }
 
 impl OffsetIndex {
-    pub fn create(path: &Path, base_offset: i64) -> io::Result<Self> {
-        Ok(OffsetIndex {
+    pub fn create(path: &Path, base_offset: i64) -> Self {
+        OffsetIndex {
             base_offset,
-            inner: IndexFile::create(path)?,
-        })
+            inner: IndexFile::create(path),
+        }
     }
 
     /// Loads and sanity-checks an existing `.index`: relative offsets and
@@ -313,10 +317,6 @@ impl OffsetIndex {
         self.inner.write_pending()
     }
 
-    pub fn file(&self) -> &Arc<File> {
-        &self.inner.file
-    }
-
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -335,11 +335,11 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
-    pub fn create(path: &Path, base_offset: i64) -> io::Result<Self> {
-        Ok(TimeIndex {
+    pub fn create(path: &Path, base_offset: i64) -> Self {
+        TimeIndex {
             base_offset,
-            inner: IndexFile::create(path)?,
-        })
+            inner: IndexFile::create(path),
+        }
     }
 
     /// Loads and sanity-checks an existing `.timeindex`: timestamps strictly
@@ -424,10 +424,6 @@ impl TimeIndex {
         self.inner.write_pending()
     }
 
-    pub fn file(&self) -> &Arc<File> {
-        &self.inner.file
-    }
-
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -444,7 +440,7 @@ mod tests {
     };
 
     fn offset_index(dir: &Path) -> OffsetIndex {
-        let mut idx = OffsetIndex::create(&dir.join("x.index"), BASE).unwrap();
+        let mut idx = OffsetIndex::create(&dir.join("x.index"), BASE);
         for (off, pos) in [(1_010, 4_100), (1_020, 8_300), (1_035, 12_500)] {
             assert!(idx.append(off, pos));
         }
@@ -532,7 +528,7 @@ mod tests {
     fn time_index_lookup_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.timeindex");
-        let mut idx = TimeIndex::create(&path, BASE).unwrap();
+        let mut idx = TimeIndex::create(&path, BASE);
         assert!(idx.maybe_append(100, 1_000));
         assert!(!idx.maybe_append(100, 1_005)); // timestamp did not grow
         assert!(idx.maybe_append(200, 1_010));

@@ -16,6 +16,8 @@
 //! [`FlushJob`], which carry `Arc<File>`s.
 
 pub mod batch;
+#[cfg(test)]
+mod fd_tests;
 mod fileio;
 pub mod index;
 pub mod leader_epoch;

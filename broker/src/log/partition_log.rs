@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use super::batch::{
     error_code, validate_batches, BatchError, BatchIter, BatchesSummary, NO_TIMESTAMP,
 };
+use super::fileio::sync_path;
 use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::segment::{
     parse_segment_name, system_time_ms, LogSegment, RecoveryOutcome, INDEX_SUFFIX, LOG_SUFFIX,
@@ -150,8 +151,12 @@ impl ReadSlice {
 /// fsyncs to run off the shard thread; see [`PartitionLog::flush_job`].
 #[derive(Debug)]
 pub struct FlushJob {
+    /// The active segment's open `.log`, if it holds unflushed data.
     files: Vec<Arc<File>>,
-    dir: Option<Arc<File>>,
+    /// Files no descriptor is kept for (inactive segments, indexes): the job
+    /// opens them itself, off the shard.
+    paths: Vec<PathBuf>,
+    dir: Option<PathBuf>,
     log_end_offset: i64,
     /// The log's truncation count when the job was made: a job that ran across a
     /// truncation may have synced offsets that were cut and written anew since.
@@ -177,8 +182,11 @@ impl FlushJob {
         for file in &self.files {
             file.sync_data()?;
         }
+        for path in &self.paths {
+            sync_path(path)?;
+        }
         if let Some(dir) = &self.dir {
-            dir.sync_all()?;
+            sync_path(dir)?;
         }
         Ok(())
     }
@@ -200,7 +208,6 @@ pub struct RecoveryStats {
 /// A recovery point to persist; `Send`, so the blocking write can run off the shard.
 pub struct CheckpointJob {
     dir: PathBuf,
-    dir_file: Arc<File>,
     pub recovery_point: i64,
 }
 
@@ -212,14 +219,16 @@ impl CheckpointJob {
         file.write_all(format!("{CHECKPOINT_VERSION}\n{}\n", self.recovery_point).as_bytes())?;
         file.sync_data()?;
         fs::rename(&tmp, self.dir.join(RECOVERY_POINT_FILE))?;
-        self.dir_file.sync_all()
+        sync_path(&self.dir)
     }
 }
 
+/// A log holds one descriptor: its active segment's `.log`. The directory and
+/// indexes are opened when they are synced or written, and inactive segments
+/// through the shard's bounded file cache, so 10,000 partitions fit in a
+/// 20,000-descriptor limit with room for connections.
 pub struct PartitionLog {
     dir: PathBuf,
-    /// The directory itself, for fsyncing new or renamed entries.
-    dir_file: Arc<File>,
     config: LogConfig,
     /// Sorted by base offset, never empty; the last one is the active segment.
     segments: Vec<LogSegment>,
@@ -260,7 +269,6 @@ impl PartitionLog {
         let mut config = config;
         config.segment_bytes = config.segment_bytes.clamp(1, MAX_SEGMENT_BYTES);
         fs::create_dir_all(dir)?;
-        let dir_file = Arc::new(File::open(dir)?);
         let bases = list_segments(dir)?;
         let recovery_point = if clean_shutdown {
             i64::MAX
@@ -302,7 +310,6 @@ impl PartitionLog {
         }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
-            dir_file,
             config,
             segments,
             log_start_offset,
@@ -434,6 +441,7 @@ impl PartitionLog {
     fn roll(&mut self, now_ms: i64) -> io::Result<()> {
         let base_offset = self.log_end_offset();
         self.active_mut().seal()?;
+        self.active_mut().deactivate();
         let segment = LogSegment::create(
             &self.dir,
             base_offset,
@@ -472,7 +480,7 @@ impl PartitionLog {
         }
         let upper = max_offset.min(log_end_offset);
         if offset >= upper {
-            return Ok(self.empty_slice());
+            return self.empty_slice();
         }
         // The segment holding `offset` may end before it (a gap): then the
         // next segment's first batch is the answer, as in Kafka.
@@ -491,24 +499,24 @@ impl PartitionLog {
                 segment.read_header(last_batch)?.last_offset()
             };
             return Ok(ReadSlice {
-                file: Arc::clone(segment.log_file()),
+                file: segment.log_file()?,
                 position: first.position,
                 // Bounded by max(max_bytes, one i32-sized batch).
                 len: (end - first.position) as usize,
                 offsets: Some((first.base_offset(), last_offset)),
             });
         }
-        Ok(self.empty_slice())
+        self.empty_slice()
     }
 
-    fn empty_slice(&self) -> ReadSlice {
+    fn empty_slice(&self) -> Result<ReadSlice, ReadError> {
         let active = self.active();
-        ReadSlice {
-            file: Arc::clone(active.log_file()),
+        Ok(ReadSlice {
+            file: active.log_file()?,
             position: active.size(),
             len: 0,
             offsets: None,
-        }
+        })
     }
 
     /// Index of the last segment with base offset `<= offset` (0 if none).
@@ -567,21 +575,27 @@ impl PartitionLog {
             s.next_offset() <= self.flushed_offset && s.base_offset() < self.indexes_durable_below
         });
         let mut files = Vec::new();
+        let mut paths = Vec::new();
         for segment in &self.segments[first..] {
             if segment.next_offset() > self.flushed_offset {
-                files.push(Arc::clone(segment.log_file()));
+                // The active segment's file is open: no open on the hot path.
+                match segment.held_log() {
+                    Some(file) => files.push(Arc::clone(file)),
+                    None => paths.push(segment.log_path().to_path_buf()),
+                }
             }
             let inactive = segment.base_offset() < active_base;
             if inactive && segment.base_offset() >= self.indexes_durable_below {
-                files.extend(segment.index_files().into_iter().cloned());
+                paths.extend(segment.index_paths().map(Path::to_path_buf));
             }
         }
-        let dir = (active_base >= self.dir_durable_below).then(|| Arc::clone(&self.dir_file));
-        if files.is_empty() && dir.is_none() {
+        let dir = (active_base >= self.dir_durable_below).then(|| self.dir.clone());
+        if files.is_empty() && paths.is_empty() && dir.is_none() {
             return None;
         }
         Some(FlushJob {
             files,
+            paths,
             dir,
             log_end_offset: self.log_end_offset(),
             truncations: self.truncations,
@@ -598,8 +612,8 @@ impl PartitionLog {
             job.run()?;
             self.complete_flush(&job);
         }
-        for file in self.active().index_files() {
-            file.sync_data()?;
+        for path in self.active().index_paths() {
+            sync_path(path)?;
         }
         self.write_recovery_checkpoint().map(|_| ())
     }
@@ -645,7 +659,6 @@ impl PartitionLog {
     fn checkpoint_job(&self) -> CheckpointJob {
         CheckpointJob {
             dir: self.dir.clone(),
-            dir_file: Arc::clone(&self.dir_file),
             recovery_point: self.checkpointable_offset(),
         }
     }
@@ -1027,7 +1040,7 @@ fn load_segments(
     stats: &mut RecoveryStats,
 ) -> io::Result<(Vec<LogSegment>, Option<i64>)> {
     let interval = config.index_interval_bytes;
-    let mut segments = Vec::with_capacity(bases.len());
+    let mut segments: Vec<LogSegment> = Vec::with_capacity(bases.len());
     let mut first_recovered = None;
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
@@ -1060,6 +1073,11 @@ fn load_segments(
         };
         stats.bytes_truncated += outcome.truncated_bytes;
         let overlaps_next = next_base.is_some_and(|next| segment.next_offset() > next);
+        // Only the last segment stays active (the loop may stop early, so
+        // the previous one is only known inactive now).
+        if let Some(previous) = segments.last_mut() {
+            previous.deactivate();
+        }
         segments.push(segment);
         if next_base.is_some() && (outcome.truncated_bytes > 0 || overlaps_next) {
             // Kafka semantics: nothing after the first bad batch survives.
@@ -1164,14 +1182,13 @@ mod tests {
             (0, 0, 0)
         );
         assert!(dir.path().join("topic-0/00000000000000000000.log").exists());
-        assert!(dir
-            .path()
-            .join("topic-0/00000000000000000000.index")
-            .exists());
-        assert!(dir
-            .path()
-            .join("topic-0/00000000000000000000.timeindex")
-            .exists());
+        // Indexes are only written when the segment is sealed.
+        let index = dir.path().join("topic-0/00000000000000000000.index");
+        let time_index = dir.path().join("topic-0/00000000000000000000.timeindex");
+        assert!(!index.exists() && !time_index.exists());
+        let mut log = log;
+        log.close_cleanly().unwrap();
+        assert!(index.exists() && time_index.exists());
     }
 
     #[test]
@@ -1488,11 +1505,10 @@ mod tests {
         assert_eq!(log.flushed_offset(), 5);
 
         let job = log.flush_job().unwrap();
-        // Both logs, the sealed segment's two indexes, and the directory.
-        assert_eq!(
-            (job.files.len(), job.dir.is_some(), job.log_end_offset()),
-            (4, true, 15)
-        );
+        // The active log (held open); by path, the sealed segment's log and two
+        // indexes; and the directory.
+        assert_eq!((job.files.len(), job.paths.len()), (1, 3), "{job:?}");
+        assert_eq!((job.dir.is_some(), job.log_end_offset()), (true, 15));
         job.run().unwrap();
         log.complete_flush(&job);
         assert_eq!(log.flushed_offset(), 15);

@@ -15,7 +15,7 @@ use super::batch::{
     check_fields, check_frame, BatchIter, RecordBatchHeader, CRC_START, HEADER_SIZE,
     LEADER_EPOCH_OFFSET, LOG_OVERHEAD, MAGIC_OFFSET, MIN_BATCH_LENGTH, NO_TIMESTAMP,
 };
-use super::fileio::{crc32c_range, iovec, pwritev_all, WindowReader, EMPTY_IOVEC};
+use super::fileio::{crc32c_range, iovec, pwritev_all, CachedFile, WindowReader, EMPTY_IOVEC};
 use super::index::{IndexLimits, InsaneIndex, LoadResult, OffsetIndex, TimeIndex};
 
 pub const LOG_SUFFIX: &str = ".log";
@@ -82,10 +82,41 @@ pub struct RecoveryOutcome {
     pub truncated_bytes: u64,
 }
 
+/// A segment's `.log`. The active segment keeps its file open: appends and
+/// reads at the log end (the hot path) cost no extra syscall. Inactive ones go
+/// through the shard's bounded cache of open files, so a broker's descriptors
+/// do not grow with the number of old segments.
+enum SegmentLog {
+    Open(Arc<File>, PathBuf),
+    Cached(CachedFile),
+}
+
+impl SegmentLog {
+    fn file(&self) -> io::Result<Arc<File>> {
+        match self {
+            SegmentLog::Open(file, _) => Ok(Arc::clone(file)),
+            SegmentLog::Cached(cached) => cached.get(),
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
+        match self {
+            SegmentLog::Open(file, _) => file.read_exact_at(buf, position),
+            SegmentLog::Cached(cached) => cached.get()?.read_exact_at(buf, position),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            SegmentLog::Open(_, path) => path,
+            SegmentLog::Cached(cached) => cached.path(),
+        }
+    }
+}
+
 pub struct LogSegment {
     base_offset: i64,
-    log: Arc<File>,
-    log_path: PathBuf,
+    log: SegmentLog,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     /// Bytes of valid batches; appends go here. May be below the file length
@@ -112,8 +143,7 @@ impl LogSegment {
     ) -> Self {
         LogSegment {
             base_offset,
-            log: Arc::new(log),
-            log_path,
+            log: SegmentLog::Open(Arc::new(log), log_path),
             offset_index,
             time_index,
             size: 0,
@@ -148,7 +178,7 @@ impl LogSegment {
                 format!("segment {} already holds data", log_path.display()),
             ));
         }
-        let indexes = create_indexes(dir, base_offset)?;
+        let indexes = create_indexes(dir, base_offset);
         Ok(Self::empty(
             base_offset,
             (log, log_path),
@@ -253,8 +283,11 @@ impl LogSegment {
     /// Removes the batches from `batch` on (the log file and the index entries for
     /// them), as a follower does when its log diverged from the leader's. The state
     /// is rebuilt by replaying the few batches after the last remaining index entry.
+    /// The segment is the log's active one afterwards, so it holds its file open again.
     pub fn truncate_to(&mut self, batch: &BatchLocation) -> io::Result<()> {
-        self.log.set_len(batch.position)?;
+        let file = self.log.file()?;
+        file.set_len(batch.position)?;
+        self.log = SegmentLog::Open(file, self.log.path().to_path_buf());
         self.offset_index.truncate_to(batch.base_offset())?;
         self.time_index.truncate_to(batch.base_offset())?;
         self.replay_from_last_index_entry()?;
@@ -271,7 +304,7 @@ impl LogSegment {
     ) -> io::Result<(Self, RecoveryOutcome)> {
         let (log, log_path) = open_log(dir, base_offset)?;
         let created_at_ms = file_created_ms(&log);
-        let indexes = create_indexes(dir, base_offset)?;
+        let indexes = create_indexes(dir, base_offset);
         let mut segment = Self::empty(
             base_offset,
             (log, log_path),
@@ -291,8 +324,8 @@ impl LogSegment {
     /// Validates and indexes every batch from `start` (a batch boundary the in-memory
     /// state is at) to the end of the file, truncating at the first invalid one.
     fn recover_from(&mut self, start: u64) -> io::Result<RecoveryOutcome> {
-        let file_len = self.log.metadata()?.len();
-        let log = Arc::clone(&self.log);
+        let log = self.log.file()?;
+        let file_len = log.metadata()?.len();
         let mut reader = WindowReader::new(&log, file_len, RECOVERY_WINDOW);
         let mut outcome = RecoveryOutcome::default();
         let mut position = start;
@@ -314,13 +347,13 @@ impl LogSegment {
         if let Some(reason) = invalid {
             outcome.truncated_bytes = file_len - position;
             tracing::warn!(
-                segment = %self.log_path.display(),
+                segment = %self.log_path().display(),
                 position,
                 bytes_cut = outcome.truncated_bytes,
                 %reason,
                 "truncating log segment at first invalid batch"
             );
-            self.log.set_len(position)?;
+            log.set_len(position)?;
         }
         self.offset_index.write_pending()?;
         self.time_index.write_pending()?;
@@ -409,9 +442,10 @@ impl LogSegment {
         leader_epoch: i32,
     ) -> io::Result<u64> {
         let start = self.size;
-        if let Err(e) = write_batches(&self.log, records, first_offset, leader_epoch, start) {
-            if let Err(cut) = self.log.set_len(start) {
-                tracing::warn!(segment = %self.log_path.display(), error = %cut, "could not undo failed append");
+        let log = self.log.file()?;
+        if let Err(e) = write_batches(&log, records, first_offset, leader_epoch, start) {
+            if let Err(cut) = log.set_len(start) {
+                tracing::warn!(segment = %self.log_path().display(), error = %cut, "could not undo failed append");
             }
             return Err(e);
         }
@@ -423,26 +457,16 @@ impl LogSegment {
             next_offset += header.offset_count();
             position += self.on_batch_written(position, &stored);
         }
-        self.persist_indexes();
+        // Index entries stay in memory until `seal`: the active segment's
+        // indexes are only trusted after a clean shutdown, which seals it, and
+        // are rebuilt otherwise. So appends cost no index write.
         Ok(start)
     }
 
-    /// Writes pending index entries. Failure is not fatal for the append: the
-    /// log write already succeeded, the entries stay pending for the next
-    /// attempt, and an index missing entries only makes lookups scan more.
-    fn persist_indexes(&mut self) {
-        let results = [
-            self.offset_index.write_pending(),
-            self.time_index.write_pending(),
-        ];
-        for err in results.into_iter().filter_map(Result::err) {
-            tracing::warn!(segment = %self.log_path.display(), error = %err, "index write failed");
-        }
-    }
-
-    /// Called when the segment stops being the active one: records its max
-    /// timestamp in the time index (Kafka does the same) so that reopening it
-    /// as a trusted segment recovers the max timestamp without a scan.
+    /// Called when the segment stops being the active one (and at a clean
+    /// shutdown): writes its indexes, recording its max timestamp in the time
+    /// index (Kafka does the same) so that reopening it as a trusted segment
+    /// recovers the max timestamp without a scan.
     pub fn seal(&mut self) -> io::Result<()> {
         if self.max_timestamp != NO_TIMESTAMP {
             self.time_index
@@ -450,6 +474,15 @@ impl LogSegment {
         }
         self.offset_index.write_pending()?;
         self.time_index.write_pending()
+    }
+
+    /// Hands the open `.log` to the shard's file cache, once the segment will
+    /// not be appended to again.
+    pub fn deactivate(&mut self) {
+        if let SegmentLog::Open(file, path) = &self.log {
+            let cached = CachedFile::new(path.clone(), Some(Arc::clone(file)));
+            self.log = SegmentLog::Cached(cached);
+        }
     }
 
     /// The first batch whose last offset is `>= offset`, if the segment has one.
@@ -644,8 +677,7 @@ impl LogSegment {
         if self.max_timestamp >= 0 {
             return self.max_timestamp;
         }
-        self.log
-            .metadata()
+        fs::metadata(self.log_path())
             .and_then(|m| m.modified())
             .map_or(self.created_at_ms, system_time_ms)
     }
@@ -655,7 +687,7 @@ impl LogSegment {
     pub fn delete_files(&self) -> io::Result<()> {
         let mut result = Ok(());
         for path in [
-            &self.log_path,
+            self.log_path(),
             self.offset_index.path(),
             self.time_index.path(),
         ] {
@@ -695,16 +727,25 @@ impl LogSegment {
         self.created_at_ms
     }
 
-    pub fn log_file(&self) -> &Arc<File> {
-        &self.log
+    /// The `.log`, opened through the shard's cache if the segment is inactive.
+    pub fn log_file(&self) -> io::Result<Arc<File>> {
+        self.log.file()
     }
 
-    pub fn index_files(&self) -> [&Arc<File>; 2] {
-        [self.offset_index.file(), self.time_index.file()]
+    /// The `.log` if the segment holds it open (the active segment).
+    pub fn held_log(&self) -> Option<&Arc<File>> {
+        match &self.log {
+            SegmentLog::Open(file, _) => Some(file),
+            SegmentLog::Cached(_) => None,
+        }
+    }
+
+    pub fn index_paths(&self) -> [&Path; 2] {
+        [self.offset_index.path(), self.time_index.path()]
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.log.path()
     }
 
     pub fn offset_index(&self) -> &OffsetIndex {
@@ -722,15 +763,16 @@ fn open_log(dir: &Path, base_offset: i64) -> io::Result<(File, PathBuf)> {
     Ok((file, path))
 }
 
-/// Empty (truncated) index files, for a new segment or a rebuild.
-fn create_indexes(dir: &Path, base_offset: i64) -> io::Result<(OffsetIndex, TimeIndex)> {
-    Ok((
-        OffsetIndex::create(&segment_path(dir, base_offset, INDEX_SUFFIX), base_offset)?,
+/// Empty indexes, for a new segment or a rebuild; their files are (re)written
+/// by the first `write_pending`.
+fn create_indexes(dir: &Path, base_offset: i64) -> (OffsetIndex, TimeIndex) {
+    (
+        OffsetIndex::create(&segment_path(dir, base_offset, INDEX_SUFFIX), base_offset),
         TimeIndex::create(
             &segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
             base_offset,
-        )?,
-    ))
+        ),
+    )
 }
 
 fn load_indexes(
