@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
-use crate::metadata::load_cluster_id;
+use crate::metadata::load_node_identity;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
 
@@ -24,7 +24,9 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     raise_open_file_limit();
     let clean_start = take_clean_shutdown_marker(&config.data_dir)?;
-    let cluster_id: Arc<str> = load_cluster_id(&config.data_dir, config.node_id)?.into();
+    let identity = load_node_identity(&config.data_dir, config.node_id)?;
+    let directory_id = identity.directory_id;
+    let cluster_id: Arc<str> = identity.cluster_id.into();
     let cpus = choose_cpus(cores)?;
     warn_about_host(&cpus, &config.data_dir);
     tracing::info!(
@@ -58,7 +60,9 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 .await;
             shard.set_mesh(mesh);
             let member = if ctx.shard_id == CONTROLLER_SHARD {
-                match ClusterMember::start(config.clone()).await {
+                match ClusterMember::start(config.clone(), directory_id, shard.cluster_id.clone())
+                    .await
+                {
                     Ok(member) => {
                         let _ = shard.cluster.set(member.clone());
                         corelog_io::spawn_local(shard.clone().run_image_updates()).detach();
@@ -76,6 +80,8 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
             };
             if let Some(member) = &member {
                 member.wait_ready(STARTUP_REGISTRATION_WAIT).await;
+                // Every shard opens its partitions before any serves.
+                shard.wait_published(member.quorum.applied_index()).await;
             }
             shard.wait_for_first_image(STARTUP_REGISTRATION_WAIT).await;
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();

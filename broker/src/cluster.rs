@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use corelog_replication::metadata::Controller;
 use corelog_replication::metadata::{
-    encode, ControllerRequest, ControllerResponse, ControllerSettings, Endpoint, MetadataState,
-    NewTopic,
+    encode, ControllerRequest, ControllerResponse, ControllerSettings, Endpoint, MetadataRecord,
+    MetadataState, NewTopic,
 };
-use corelog_replication::quorum::{Quorum, QuorumConfig, RequestHandler, StateMachine};
+use corelog_replication::quorum::{
+    ProposeError, Quorum, QuorumConfig, RequestHandler, StateMachine,
+};
 use futures::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -73,6 +75,7 @@ pub struct ClusterMember {
     /// predecessor produced.
     deciding: futures::lock::Mutex<()>,
     incarnation: Uuid,
+    cluster_id: Arc<str>,
     /// This broker's epoch from its registration; 0 until registered.
     broker_epoch: Cell<i64>,
     /// Set once a heartbeat found this broker unfenced: it may lead and host replicas.
@@ -81,7 +84,14 @@ pub struct ClusterMember {
 }
 
 impl ClusterMember {
-    pub async fn start(config: Arc<BrokerConfig>) -> anyhow::Result<Rc<ClusterMember>> {
+    /// `directory_id` names this broker's data dir (its registration survives a restart on
+    /// it); `cluster_id` is the one this data dir was created with, which names the
+    /// cluster if this broker is its first active controller.
+    pub async fn start(
+        config: Arc<BrokerConfig>,
+        directory_id: Uuid,
+        cluster_id: Arc<str>,
+    ) -> anyhow::Result<Rc<ClusterMember>> {
         let settings = &config.cluster;
         let node_id = raft_id(config.node_id);
         let voters = if settings.voters.is_empty() {
@@ -113,7 +123,8 @@ impl ClusterMember {
             controller: RefCell::new(Controller::new(controller_settings(&config))),
             config,
             deciding: futures::lock::Mutex::new(()),
-            incarnation: Uuid::new_v4(),
+            incarnation: directory_id,
+            cluster_id,
             broker_epoch: Cell::new(0),
             unfenced: Cell::new(false),
             unfenced_event: event_listener::Event::new(),
@@ -138,7 +149,15 @@ impl ClusterMember {
         &self,
         request: ControllerRequest,
     ) -> Result<ControllerResponse, TopicError> {
-        let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
+        self.request_until(request, Instant::now() + CONTROLLER_REQUEST_TIMEOUT)
+            .await
+    }
+
+    async fn request_until(
+        &self,
+        request: ControllerRequest,
+        deadline: Instant,
+    ) -> Result<ControllerResponse, TopicError> {
         let body = serde_json::to_vec(&request).expect("controller requests serialize");
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -222,35 +241,47 @@ impl ClusterMember {
         loop {
             if !self.quorum.is_leader() {
                 active = false;
-                corelog_io::sleep(CONTROLLER_TICK).await;
-                continue;
-            }
+            } else if let Err(ProposeError::ShuttingDown) = self.controller_tick(&mut active).await
             {
-                let _one_at_a_time = self.deciding.lock().await;
-                let image = self.image();
-                let now = unix_ms();
-                let records = {
-                    let mut controller = self.controller.borrow_mut();
-                    if !active {
-                        controller.activate(&image, now);
-                        active = true;
-                        tracing::info!(
-                            node = self.config.node_id,
-                            "this broker is the active controller"
-                        );
-                    }
-                    controller.tick(&image, now)
-                };
-                if !records.is_empty() {
-                    if let Err(e) = self.quorum.propose(encode(&records)).await {
-                        tracing::debug!("controller tick proposal failed: {e}");
-                        continue;
-                    }
-                }
+                return;
             }
-            self.create_offsets_topic_when_possible().await;
             corelog_io::sleep(CONTROLLER_TICK).await;
         }
+    }
+
+    async fn controller_tick(&self, active: &mut bool) -> Result<(), ProposeError> {
+        {
+            let _one_at_a_time = self.deciding.lock().await;
+            let image = self.image();
+            let now = unix_ms();
+            let records = {
+                let mut controller = self.controller.borrow_mut();
+                let mut records = Vec::new();
+                if !*active {
+                    controller.activate(&image, now);
+                    *active = true;
+                    tracing::info!(
+                        node = self.config.node_id,
+                        "this broker is the active controller"
+                    );
+                    if image.cluster_id.is_none() {
+                        records.push(MetadataRecord::ClusterIdSet {
+                            cluster_id: self.cluster_id.to_string(),
+                        });
+                    }
+                }
+                records.extend(controller.tick(&image, now));
+                records
+            };
+            if !records.is_empty() {
+                if let Err(e) = self.quorum.propose(encode(&records)).await {
+                    tracing::debug!("controller tick proposal failed: {e}");
+                    return Err(e);
+                }
+            }
+        }
+        self.create_offsets_topic_when_possible().await;
+        Ok(())
     }
 
     async fn create_offsets_topic_when_possible(&self) {
@@ -280,8 +311,9 @@ impl ClusterMember {
         }
     }
 
-    /// Registers this broker, then heartbeats until `stopping` resolves; re-registers
-    /// when the controller no longer knows this incarnation's epoch.
+    /// Registers this broker (with its data dir's id, so a restart replaces the previous
+    /// registration at once), then heartbeats; re-registers when the controller no longer
+    /// knows its epoch.
     pub async fn run_heartbeats(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.cluster.heartbeat_interval_ms);
         loop {
@@ -336,8 +368,8 @@ impl ClusterMember {
     }
 
     /// Waits until this broker is registered and unfenced and the offsets topic exists, or
-    /// `limit` passed (a restarted broker may have to wait out its previous incarnation's
-    /// session, a new cluster for enough brokers; it serves what it can meanwhile).
+    /// `limit` passed (a new cluster may wait for enough brokers; it serves what it can
+    /// meanwhile).
     pub async fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let ready = || self.unfenced.get() && self.image().topic(OFFSETS_TOPIC).is_some();
@@ -366,7 +398,9 @@ impl ClusterMember {
                 epoch: self.broker_epoch.get(),
                 want_shutdown: true,
             };
-            if let Ok(ControllerResponse::Heartbeat(Ok(reply))) = self.request(heartbeat).await {
+            if let Ok(ControllerResponse::Heartbeat(Ok(reply))) =
+                self.request_until(heartbeat, deadline).await
+            {
                 if reply.should_shut_down {
                     tracing::info!("controlled shutdown: leaderships moved");
                     return;

@@ -320,37 +320,57 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads or creates `meta.properties` (Kafka's name) holding the cluster id, so the id
-/// stays the same across restarts and a data dir of another node is refused.
-pub fn load_cluster_id(data_dir: &Path, node_id: i32) -> anyhow::Result<String> {
+/// What `meta.properties` (Kafka's name) records about a data dir.
+pub struct NodeIdentity {
+    /// The cluster id this data dir was created with; the cluster's own id, once the
+    /// controller quorum has one, is what clients are told.
+    pub cluster_id: String,
+    /// Names this data dir. A broker registers with it, so a restart on the same data dir
+    /// (which only one process can hold) replaces its previous registration at once.
+    pub directory_id: Uuid,
+}
+
+/// Reads or creates `meta.properties`, refusing a data dir of another node. A file from
+/// before directory ids gets one added.
+pub fn load_node_identity(data_dir: &Path, node_id: i32) -> anyhow::Result<NodeIdentity> {
     let path = data_dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let field = |key: &str| {
-                text.lines()
-                    .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-                    .map(str::trim)
-            };
-            let cluster_id = field("cluster.id")
-                .with_context(|| format!("{} has no cluster.id", path.display()))?;
-            if let Some(stored) = field("node.id") {
-                if stored != node_id.to_string() {
-                    anyhow::bail!(
-                        "data dir {} belongs to node.id {stored}, but this broker is node.id {node_id}",
-                        data_dir.display()
-                    );
-                }
-            }
-            Ok(cluster_id.to_string())
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let field = |key: &str| -> Option<String> {
+        text.as_deref()?
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .map(|value| value.trim().to_string())
+    };
+    if let Some(stored) = field("node.id") {
+        if stored != node_id.to_string() {
+            anyhow::bail!(
+                "data dir {} belongs to node.id {stored}, but this broker is node.id {node_id}",
+                data_dir.display()
+            );
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cluster_id = base64_url(Uuid::new_v4().as_bytes());
-            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-            write_atomically(&path, text.as_bytes())?;
-            Ok(cluster_id)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+    let cluster_id = match (&text, field("cluster.id")) {
+        (Some(_), None) => anyhow::bail!("{} has no cluster.id", path.display()),
+        (_, Some(id)) => id,
+        (None, None) => base64_url(Uuid::new_v4().as_bytes()),
+    };
+    let directory_id = field("directory.id").and_then(|id| id.parse().ok());
+    let identity = NodeIdentity {
+        cluster_id,
+        directory_id: directory_id.unwrap_or_else(Uuid::new_v4),
+    };
+    if directory_id.is_none() {
+        let text = format!(
+            "version=1\ncluster.id={}\nnode.id={node_id}\ndirectory.id={}\n",
+            identity.cluster_id, identity.directory_id
+        );
+        write_atomically(&path, text.as_bytes())?;
+    }
+    Ok(identity)
 }
 
 /// Kafka prints cluster and topic ids in URL-safe base64 without padding.
@@ -404,6 +424,26 @@ mod tests {
         let shards: std::collections::HashSet<usize> =
             (0..4).map(|p| shard_for("t", p, 2)).collect();
         assert_eq!(shards.len(), 2);
+    }
+
+    #[test]
+    fn node_identity_persists_and_refuses_another_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_node_identity(dir.path(), 3).unwrap();
+        let again = load_node_identity(dir.path(), 3).unwrap();
+        assert_eq!(first.cluster_id, again.cluster_id);
+        assert_eq!(first.directory_id, again.directory_id);
+        assert!(load_node_identity(dir.path(), 4).is_err());
+        // A file from before directory ids keeps its cluster id and gains a directory id.
+        std::fs::write(
+            dir.path().join("meta.properties"),
+            "version=1\ncluster.id=abc\nnode.id=3\n",
+        )
+        .unwrap();
+        let upgraded = load_node_identity(dir.path(), 3).unwrap();
+        assert_eq!(upgraded.cluster_id, "abc");
+        let kept = load_node_identity(dir.path(), 3).unwrap();
+        assert_eq!(upgraded.directory_id, kept.directory_id);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub async fn handle(
         })
         .collect();
     let response = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(ctx.shard.cluster_id.to_string()))
+        .with_cluster_id(str_bytes(ctx.shard.cluster_id()))
         .with_controller_id(BrokerId(image.controller_id.unwrap_or(-1)))
         .with_endpoint_type(request.endpoint_type.max(ENDPOINT_BROKERS))
         .with_brokers(brokers);

@@ -67,7 +67,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(str_bytes(shard.cluster_id.to_string())))
+        .with_cluster_id(Some(str_bytes(shard.cluster_id())))
         .with_controller_id(BrokerId(image.controller_id.unwrap_or(-1)))
         .with_topics(topics)
 }

@@ -113,6 +113,14 @@ impl Shard {
         assert!(self.mesh.set(mesh).is_ok(), "the mesh is joined once");
     }
 
+    /// The cluster's id: the quorum's once it has one, else this data dir's.
+    pub fn cluster_id(&self) -> String {
+        match &self.image.borrow().cluster.cluster_id {
+            Some(id) => id.clone(),
+            None => self.cluster_id.to_string(),
+        }
+    }
+
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
     }

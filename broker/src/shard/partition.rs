@@ -22,6 +22,13 @@ fn error_code(code: i16) -> ErrorCode {
     ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError)
 }
 
+/// The partition's high watermark, so a restarted replica serves consumers the
+/// committed data at once (Kafka keeps it per data dir in `replication-offset-checkpoint`).
+const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
+/// How often a moving high watermark is written (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms` default).
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 = 5000;
+
 /// Kafka's file in each partition dir naming the topic id, so a directory left behind by a
 /// deleted topic is never served as part of a new topic with the same name.
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -41,6 +48,8 @@ pub struct Partition {
     metrics: Rc<ShardMetrics>,
     /// The recovery point last written, to skip rewriting an unchanged one.
     checkpointed: Cell<i64>,
+    /// The high watermark last written, and when (ms).
+    high_watermark_checkpointed: Cell<(i64, i64)>,
     role: RefCell<Role>,
     /// Offsets below it are on every in-sync replica: consumers read up to here.
     high_watermark: Cell<i64>,
@@ -82,6 +91,9 @@ impl Partition {
             Err(e) => return Err(e.into()),
         }
         let log = PartitionLog::open(&dir, topic.log_config.clone(), clean_shutdown)?;
+        // Recovery may have cut the tail the checkpoint covered.
+        let high_watermark =
+            read_high_watermark(&dir).clamp(log.log_start_offset(), log.log_end_offset());
         if !dir.join(PARTITION_METADATA).exists() {
             write_atomically(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
         }
@@ -97,8 +109,9 @@ impl Partition {
             counters: PartitionCounters::default(),
             metrics,
             checkpointed: Cell::new(-1),
+            high_watermark_checkpointed: Cell::new((high_watermark, 0)),
             role: RefCell::new(Role::Unassigned),
-            high_watermark: Cell::new(0),
+            high_watermark: Cell::new(high_watermark),
             high_watermark_moved: Event::new(),
         })
     }
@@ -635,6 +648,20 @@ impl Partition {
         let point = job.recovery_point;
         corelog_io::spawn_blocking(move || job.write()).await?;
         self.checkpointed.set(point);
+        self.checkpoint_high_watermark().await
+    }
+
+    /// Writes the high watermark when it moved and the last write is old enough.
+    async fn checkpoint_high_watermark(&self) -> std::io::Result<()> {
+        let high_watermark = self.high_watermark.get();
+        let (written, at) = self.high_watermark_checkpointed.get();
+        let now = super::now_ms();
+        if high_watermark == written || now - at < HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS {
+            return Ok(());
+        }
+        let path = self.dir.join(HIGH_WATERMARK_FILE);
+        corelog_io::spawn_blocking(move || write_high_watermark(&path, high_watermark)).await?;
+        self.high_watermark_checkpointed.set((high_watermark, now));
         Ok(())
     }
 
@@ -642,9 +669,13 @@ impl Partition {
         self.log.borrow().recovery_stats()
     }
 
-    /// See [`PartitionLog::close_cleanly`].
+    /// See [`PartitionLog::close_cleanly`]; also records the high watermark.
     pub fn close_cleanly(&self) -> std::io::Result<()> {
-        self.log.borrow_mut().close_cleanly()
+        self.log.borrow_mut().close_cleanly()?;
+        write_high_watermark(
+            &self.dir.join(HIGH_WATERMARK_FILE),
+            self.high_watermark.get(),
+        )
     }
 
     pub fn enforce_retention(&self, now_ms: i64) {
@@ -668,6 +699,26 @@ impl FetchResult {
         self.high_watermark = high_watermark;
         self.log_start_offset = log_start_offset;
         self
+    }
+}
+
+fn write_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
+    write_atomically(path, format!("0\n{high_watermark}\n").as_bytes())
+}
+
+/// The checkpointed high watermark; 0 (consumers wait for the followers' fetches) when
+/// missing or unreadable.
+fn read_high_watermark(dir: &Path) -> i64 {
+    let Ok(text) = std::fs::read_to_string(dir.join(HIGH_WATERMARK_FILE)) else {
+        return 0;
+    };
+    let mut lines = text.lines();
+    match (lines.next(), lines.next().map(str::parse::<i64>)) {
+        (Some("0"), Some(Ok(offset))) if offset >= 0 => offset,
+        _ => {
+            tracing::warn!(dir = %dir.display(), "ignoring malformed high watermark checkpoint");
+            0
+        }
     }
 }
 

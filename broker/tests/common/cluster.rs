@@ -289,6 +289,36 @@ impl Cluster {
                 node.run = Run::Running;
             }
         }
+        self.wait_for_membership();
+    }
+
+    /// Waits until every running broker lists all running brokers as live, under one
+    /// cluster id: each has registered and been unfenced, and all share the cluster's
+    /// metadata.
+    fn wait_for_membership(&self) {
+        let running: Vec<i32> = self
+            .broker_ids()
+            .into_iter()
+            .filter(|&n| self.node(n).run == Run::Running)
+            .collect();
+        self.wait_until("every broker registered, under one cluster id", || {
+            let mut cluster_ids = std::collections::BTreeSet::new();
+            for &n in &running {
+                let mut client = connect(&[self.node(n).broker.addr.to_string()]).ok()?;
+                let metadata = client.metadata(Topics::Named {
+                    names: &[],
+                    auto_create: false,
+                });
+                let metadata = metadata.ok()?;
+                let mut live: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id).collect();
+                live.sort_unstable();
+                if live != running {
+                    return None;
+                }
+                cluster_ids.insert(metadata.cluster_id?);
+            }
+            (cluster_ids.len() == 1).then_some(())
+        });
     }
 
     /// kill -9 of every broker, then all start again.

@@ -455,7 +455,10 @@ impl Controller {
             return invalid(format!("rack must have 1 to {MAX_RACK_LEN} bytes"));
         }
         match batch.image().brokers.get(&id) {
-            Some(existing) if existing.incarnation == incarnation => {
+            // The same incarnation registering again (a retry, or a restart on the same
+            // data dir) keeps its epoch; one that shut down registers anew, so it is no
+            // longer taken for shutting down.
+            Some(existing) if existing.incarnation == incarnation && !existing.shutting_down => {
                 self.last_contact.insert(id, now_ms);
                 return Ok(Some(existing.epoch));
             }

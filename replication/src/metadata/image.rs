@@ -51,6 +51,10 @@ pub struct TopicImage {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterImage {
+    /// The id every broker reports (Metadata, DescribeCluster); set once, by the first
+    /// active controller.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
     /// Topics sit behind `Arc` so that a new image shares every topic an entry did not touch.
     pub topics: BTreeMap<String, Arc<TopicImage>>,
@@ -90,6 +94,9 @@ impl ClusterImage {
     /// (stale broker epoch, topic gone, malformed partition) changes nothing.
     pub(crate) fn apply(&mut self, index: u64, record: &MetadataRecord) {
         match record {
+            MetadataRecord::ClusterIdSet { cluster_id } => {
+                self.cluster_id.get_or_insert_with(|| cluster_id.clone());
+            }
             MetadataRecord::RegisterBroker {
                 id,
                 incarnation,

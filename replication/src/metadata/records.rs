@@ -34,6 +34,10 @@ pub struct NewPartition {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
+    /// Names the cluster; only the first such record counts.
+    ClusterIdSet {
+        cluster_id: String,
+    },
     /// A broker incarnation registers; its epoch becomes the raft index of this record and it
     /// starts fenced.
     RegisterBroker {
