@@ -67,7 +67,9 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                         let _ = shard.cluster.set(member.clone());
                         corelog_io::spawn_local(shard.clone().run_image_updates()).detach();
                         corelog_io::spawn_local(member.clone().run_controller()).detach();
-                        corelog_io::spawn_local(member.clone().run_heartbeats()).detach();
+                        if config.cluster.roles.broker {
+                            corelog_io::spawn_local(member.clone().run_heartbeats()).detach();
+                        }
                         Some(member)
                     }
                     Err(e) => {
@@ -78,12 +80,19 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
             } else {
                 None
             };
-            if let Some(member) = &member {
+            let serves_clients = config.cluster.roles.broker;
+            if let Some(member) = member.as_ref().filter(|_| serves_clients) {
                 member.wait_ready(STARTUP_REGISTRATION_WAIT).await;
                 // Every shard opens its partitions before any serves.
                 shard.wait_published(member.quorum.applied_index()).await;
             }
-            shard.wait_for_first_image(STARTUP_REGISTRATION_WAIT).await;
+            shard
+                .wait_for_first_image(if serves_clients {
+                    STARTUP_REGISTRATION_WAIT
+                } else {
+                    std::time::Duration::ZERO
+                })
+                .await;
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();
             corelog_io::spawn_local(shard.clone().run_retention()).detach();
             corelog_io::spawn_local(shard.clone().run_group_timers()).detach();
@@ -98,11 +107,17 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             };
-            let listener = bind(config.listen);
-            // Followers fetch on their own listener when one is configured.
-            let inter_broker = config.cluster.inter_broker_listen.map(|address| {
+            // A controller-only node serves no Kafka clients.
+            let accept = |address| {
                 corelog_io::spawn_local(crate::server::accept_loop(shard.clone(), bind(address)))
-            });
+            };
+            let accepting = serves_clients.then(|| accept(config.listen));
+            // Followers fetch on their own listener when one is configured.
+            let inter_broker = config
+                .cluster
+                .inter_broker_listen
+                .filter(|_| serves_clients)
+                .map(accept);
             tracing::info!(shard = ctx.shard_id, cpu = ctx.cpu, "shard serving");
             let metrics_endpoint = match (ctx.shard_id, config.metrics_listen) {
                 (CONTROLLER_SHARD, Some(address)) => match corelog_io::TcpListener::bind(address) {
@@ -117,8 +132,6 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 },
                 _ => None,
             };
-            let accepting =
-                corelog_io::spawn_local(crate::server::accept_loop(shard.clone(), listener));
             shutdown.wait_requested().await;
             if let Some(member) = &member {
                 member.controlled_shutdown().await;

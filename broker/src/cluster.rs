@@ -94,23 +94,31 @@ impl ClusterMember {
     ) -> anyhow::Result<Rc<ClusterMember>> {
         let settings = &config.cluster;
         let node_id = raft_id(config.node_id);
-        let voters = if settings.voters.is_empty() {
-            vec![(node_id, String::new())]
-        } else {
-            settings
-                .voters
+        let members = |nodes: &[(i32, String)]| -> Vec<(u64, String)> {
+            nodes
                 .iter()
                 .map(|(id, address)| (raft_id(*id), address.clone()))
                 .collect()
         };
-        anyhow::ensure!(
+        let voters = if settings.voters.is_empty() {
+            vec![(node_id, String::new())]
+        } else {
+            members(&settings.voters)
+        };
+        let learners = members(&settings.learners);
+        let (is_voter, is_learner) = (
             voters.iter().any(|(id, _)| *id == node_id),
-            "node.id {} is not among controller.quorum.voters (broker-only nodes are not supported yet)",
+            learners.iter().any(|(id, _)| *id == node_id),
+        );
+        anyhow::ensure!(
+            is_voter == settings.roles.controller && is_learner != settings.roles.controller,
+            "node.id {} must be listed in controller.quorum.voters if it is a controller, in controller.quorum.learners otherwise",
             config.node_id
         );
         let quorum = Quorum::start(
             QuorumConfig {
                 voters,
+                learners,
                 listen: settings.controller_listen,
                 bind_address: settings.inter_broker_bind,
                 ..QuorumConfig::single(node_id, config.data_dir.join(METADATA_DIR))
@@ -290,9 +298,11 @@ impl ClusterMember {
             return;
         }
         let settings = &self.config.cluster;
-        let controllers = settings.voters.len().max(1);
-        let replication_factor =
-            (settings.offsets_topic_replication_factor as usize).min(controllers);
+        // As in Kafka the topic waits for enough brokers; a single node has only itself.
+        let replication_factor = match settings.voters.len() {
+            0 => 1,
+            _ => settings.offsets_topic_replication_factor as usize,
+        };
         if image.live_brokers().count() < replication_factor {
             return;
         }

@@ -46,6 +46,12 @@ pub struct ClusterSettings {
     /// Every controller as `(node id, address this broker uses to reach it)`. Empty: a
     /// single-node cluster whose quorum is this broker alone.
     pub voters: Vec<(i32, String)>,
+    /// Broker-only nodes, which receive the metadata log without voting. Every node lists
+    /// the same ones (the quorum's membership is static).
+    pub learners: Vec<(i32, String)>,
+    /// What this node runs: a broker (Kafka listener, partitions), a controller (a voter
+    /// of the quorum), or both.
+    pub roles: Roles,
     /// Where this broker's controller listens for its peers.
     pub controller_listen: Option<SocketAddr>,
     /// A second Kafka listener for follower fetches, so replication traffic can be
@@ -125,6 +131,16 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         doc: "Controllers as id@host:port,... (empty: this broker alone is the quorum).",
     },
     SettingSpec {
+        name: "controller.quorum.learners",
+        default: "",
+        doc: "Broker-only nodes as id@host:port,...: they receive the metadata log without voting.",
+    },
+    SettingSpec {
+        name: "process.roles",
+        default: "broker,controller",
+        doc: "broker, controller, or both: a controller votes in the metadata quorum, a broker serves clients.",
+    },
+    SettingSpec {
         name: "controller.listen",
         default: "",
         doc: "host:port this broker's controller listens on for its peers.",
@@ -197,7 +213,7 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "offsets.topic.replication.factor",
         default: "3",
-        doc: "Replication factor of __consumer_offsets (capped at the number of controllers).",
+        doc: "Replication factor of __consumer_offsets; it is created once that many brokers are up (1 on a single node).",
     },
     SettingSpec {
         name: "auto.create.topics.enable",
@@ -506,10 +522,34 @@ impl ClusterSettings {
                     .map_err(|_| anyhow!("setting `{name}`: `{text}` is not an ip:port address")),
             }
         };
-        let voters = parse_voters(get.get("controller.quorum.voters"))?;
+        let voters = parse_voters(
+            "controller.quorum.voters",
+            get.get("controller.quorum.voters"),
+        )?;
+        let learners = parse_voters(
+            "controller.quorum.learners",
+            get.get("controller.quorum.learners"),
+        )?;
+        let roles = parse_roles(get.get("process.roles"))?;
         let controller_listen = address("controller.listen")?;
         if !voters.is_empty() && controller_listen.is_none() {
             bail!("setting `controller.listen` is required with `controller.quorum.voters`");
+        }
+        if voters.is_empty()
+            && (!learners.is_empty()
+                || roles
+                    != Roles {
+                        broker: true,
+                        controller: true,
+                    })
+        {
+            bail!("`process.roles` other than broker,controller and `controller.quorum.learners` need `controller.quorum.voters`");
+        }
+        if let Some((id, _)) = learners
+            .iter()
+            .find(|(id, _)| voters.iter().any(|(v, _)| v == id))
+        {
+            bail!("node {id} is both a voter and a learner of the controller quorum");
         }
         let inter_broker_listen = address("inter.broker.listen")?;
         let inter_broker_advertised =
@@ -520,6 +560,8 @@ impl ClusterSettings {
             };
         Ok(ClusterSettings {
             voters,
+            learners,
+            roles,
             controller_listen,
             inter_broker_listen,
             inter_broker_advertised,
@@ -572,6 +614,18 @@ impl ClusterSettings {
                 .map(|(id, address)| format!("{id}@{address}"))
                 .collect::<Vec<_>>()
                 .join(","),
+            "controller.quorum.learners" => self
+                .learners
+                .iter()
+                .map(|(id, address)| format!("{id}@{address}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "process.roles" => match (self.roles.broker, self.roles.controller) {
+                (true, true) => "broker,controller",
+                (true, false) => "broker",
+                _ => "controller",
+            }
+            .to_string(),
             "controller.listen" => address(self.controller_listen),
             "inter.broker.listen" => address(self.inter_broker_listen),
             "inter.broker.advertised" => format!(
@@ -601,23 +655,46 @@ impl ClusterSettings {
     }
 }
 
-/// `1@host:port,2@host:port`: distinct ids, each with an address.
-fn parse_voters(text: &str) -> anyhow::Result<Vec<(i32, String)>> {
-    let mut voters: Vec<(i32, String)> = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (id, address) = item.split_once('@').ok_or_else(|| {
-            anyhow!("setting `controller.quorum.voters`: `{item}` is not id@host:port")
-        })?;
-        let id: i32 = id.parse().ok().filter(|id| *id >= 0).ok_or_else(|| {
-            anyhow!("setting `controller.quorum.voters`: bad node id in `{item}`")
-        })?;
-        let (host, port) = parse_host_port("controller.quorum.voters", address)?;
-        if voters.iter().any(|(known, _)| *known == id) {
-            bail!("setting `controller.quorum.voters`: node id {id} appears twice");
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+fn parse_roles(text: &str) -> anyhow::Result<Roles> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for role in text.split(',').map(str::trim) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => bail!("setting `process.roles`: unknown role `{other}` (broker, controller)"),
         }
-        voters.push((id, format!("{host}:{port}")));
     }
-    Ok(voters)
+    Ok(roles)
+}
+
+/// `1@host:port,2@host:port`: distinct ids, each with an address.
+fn parse_voters(name: &str, text: &str) -> anyhow::Result<Vec<(i32, String)>> {
+    let mut nodes: Vec<(i32, String)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, address) = item
+            .split_once('@')
+            .ok_or_else(|| anyhow!("setting `{name}`: `{item}` is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| anyhow!("setting `{name}`: bad node id in `{item}`"))?;
+        let (host, port) = parse_host_port(name, address)?;
+        if nodes.iter().any(|(known, _)| *known == id) {
+            bail!("setting `{name}`: node id {id} appears twice");
+        }
+        nodes.push((id, format!("{host}:{port}")));
+    }
+    Ok(nodes)
 }
 
 fn known_names() -> String {
