@@ -169,6 +169,54 @@ fn resolve_topic_ref(
     }
 }
 
+/// KIP-951 leader hints: a partition answered NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH names its leader as this broker's image knows it, and the response
+/// carries that leader's endpoint, so a client moves without a metadata round trip.
+struct LeaderHints {
+    image: std::sync::Arc<crate::metadata::MetadataImage>,
+    by_id: bool,
+    leaders: std::collections::BTreeSet<i32>,
+}
+
+impl LeaderHints {
+    fn new(image: std::sync::Arc<crate::metadata::MetadataImage>, by_id: bool) -> LeaderHints {
+        LeaderHints {
+            image,
+            by_id,
+            leaders: Default::default(),
+        }
+    }
+
+    /// (leader id, leader epoch) for a partition answered with `error_code`, when the
+    /// error calls for a hint and a live leader is known; remembers the leader.
+    fn hint(
+        &mut self,
+        error_code: i16,
+        name: &TopicName,
+        id: &uuid::Uuid,
+        partition: i32,
+    ) -> Option<(i32, i32)> {
+        use crate::errors::ErrorCode;
+        if error_code != ErrorCode::NotLeaderOrFollower.code()
+            && error_code != ErrorCode::FencedLeaderEpoch.code()
+        {
+            return None;
+        }
+        let topic = resolve_topic_ref(&self.image, self.by_id, name, id).ok()?;
+        let state = topic.partition(partition)?;
+        self.image.broker(state.leader)?;
+        self.leaders.insert(state.leader);
+        Some((state.leader, state.leader_epoch))
+    }
+
+    /// The hinted leaders, for the response's node endpoints.
+    fn endpoints(
+        &self,
+    ) -> impl Iterator<Item = &corelog_replication::metadata::BrokerRegistration> {
+        self.leaders.iter().filter_map(|id| self.image.broker(*id))
+    }
+}
+
 /// Where a partition's answer goes in a response: (topic index, partition index).
 type Slot = (usize, usize);
 
