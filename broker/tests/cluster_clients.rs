@@ -9,7 +9,7 @@ use common::{batch, decode_values, produce_request};
 use corelog_client::admin::NewTopic;
 use corelog_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use corelog_client::kafka_protocol::messages::{
-    fetch_response, produce_response, BrokerId, FetchRequest, FetchResponse, TopicName,
+    fetch_response, BrokerId, FetchRequest, FetchResponse, TopicName,
 };
 use corelog_client::kafka_protocol::protocol::StrBytes;
 use corelog_client::{Connection, Options, PartitionInfo, TopicInfo};
@@ -124,20 +124,16 @@ fn assert_hint(
     );
 }
 
-fn produce_endpoints(response: &produce_response::ProduceResponse) -> Vec<(BrokerId, String, i32)> {
-    response
-        .node_endpoints
-        .iter()
-        .map(|e| (e.node_id, e.host.to_string(), e.port))
-        .collect()
-}
-
-fn fetch_endpoints(response: &FetchResponse) -> Vec<(BrokerId, String, i32)> {
-    response
-        .node_endpoints
-        .iter()
-        .map(|e| (e.node_id, e.host.to_string(), e.port))
-        .collect()
+/// (id, host, port) of a response's node endpoints: Produce and Fetch each have their own
+/// endpoint type.
+macro_rules! endpoints {
+    ($response:expr) => {
+        $response
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id, e.host.to_string(), e.port))
+            .collect::<Vec<_>>()
+    };
 }
 
 #[test]
@@ -159,7 +155,7 @@ fn misdirected_produce_and_fetch_name_the_leader_and_its_endpoint() {
         let p = &response.responses[0].partition_responses[0];
         assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER, "produce to {n}");
         let hint = (p.current_leader.leader_id, p.current_leader.leader_epoch);
-        let endpoints = produce_endpoints(&response);
+        let endpoints = endpoints!(response);
         assert_hint(
             &cluster,
             &format!("produce to {n}"),
@@ -181,7 +177,7 @@ fn misdirected_produce_and_fetch_name_the_leader_and_its_endpoint() {
         let (response, p) = fetch(&cluster, outsider, version, &request);
         assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER, "Fetch v{version}");
         let hint = (p.current_leader.leader_id, p.current_leader.leader_epoch);
-        let endpoints = fetch_endpoints(&response);
+        let endpoints = endpoints!(response);
         if version >= 16 {
             assert_hint(&cluster, "Fetch v16", hint, &endpoints, &info);
         } else {
@@ -205,13 +201,13 @@ fn misdirected_produce_and_fetch_name_the_leader_and_its_endpoint() {
     let (response, p) = fetch(&cluster, follower, 16, &request);
     assert_eq!(p.error_code, FENCED_LEADER_EPOCH);
     let hint = (p.current_leader.leader_id, p.current_leader.leader_epoch);
-    let endpoints = fetch_endpoints(&response);
+    let endpoints = endpoints!(response);
     assert_hint(&cluster, "fenced Fetch v16", hint, &endpoints, &new_info);
     let request = produce_request("hinted", 0, 1, batch(&["after failover"]));
     let response = connection(&cluster, outsider).call(12, &request).unwrap();
     let p = &response.responses[0].partition_responses[0];
     let hint = (p.current_leader.leader_id, p.current_leader.leader_epoch);
-    let endpoints = produce_endpoints(&response);
+    let endpoints = endpoints!(response);
     assert_hint(
         &cluster,
         "produce after failover",

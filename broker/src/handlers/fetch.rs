@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
-use super::{resolve_topic_ref, str_bytes, ByShard, LeaderHints, RequestContext, Slot};
+use super::{resolve_topic_ref, ByShard, LeaderHints, RequestContext, Slot};
 use crate::errors::ErrorCode;
 use crate::fetch_session::FIRST_VERSION_WITH_TOPIC_IDS;
 use crate::log::ReadSlice;
@@ -282,16 +282,7 @@ fn add_leader_hints(response: &mut FetchResponse, mut hints: LeaderHints, endpoi
         }
     }
     if endpoints {
-        response.node_endpoints = hints
-            .endpoints()
-            .map(|broker| {
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(broker.id))
-                    .with_host(str_bytes(broker.kafka.host.clone()))
-                    .with_port(broker.kafka.port as i32)
-                    .with_rack(broker.rack.clone().map(str_bytes))
-            })
-            .collect();
+        response.node_endpoints = hints.endpoints();
     }
 }
 

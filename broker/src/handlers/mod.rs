@@ -209,13 +209,37 @@ impl LeaderHints {
         Some((state.leader, state.leader_epoch))
     }
 
-    /// The hinted leaders, for the response's node endpoints.
-    fn endpoints(
-        &self,
-    ) -> impl Iterator<Item = &corelog_replication::metadata::BrokerRegistration> {
-        self.leaders.iter().filter_map(|id| self.image.broker(*id))
+    /// The hinted leaders' endpoints, for the response.
+    fn endpoints<T: EndpointOf>(&self) -> Vec<T> {
+        self.leaders
+            .iter()
+            .filter_map(|id| self.image.broker(*id))
+            .map(T::of)
+            .collect()
     }
 }
+
+/// A response's node endpoint for a broker: Produce and Fetch each have their own type,
+/// of the same shape.
+trait EndpointOf {
+    fn of(broker: &corelog_replication::metadata::BrokerRegistration) -> Self;
+}
+
+macro_rules! endpoint_of {
+    ($($endpoint:ty),*) => {$(
+        impl EndpointOf for $endpoint {
+            fn of(broker: &corelog_replication::metadata::BrokerRegistration) -> Self {
+                <$endpoint>::default()
+                    .with_node_id(BrokerId(broker.id))
+                    .with_host(str_bytes(broker.kafka.host.clone()))
+                    .with_port(i32::from(broker.kafka.port))
+                    .with_rack(broker.rack.clone().map(str_bytes))
+            }
+        }
+    )*};
+}
+
+endpoint_of!(produce_response::NodeEndpoint, fetch_response::NodeEndpoint);
 
 /// Where a partition's answer goes in a response: (topic index, partition index).
 type Slot = (usize, usize);

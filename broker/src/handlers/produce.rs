@@ -3,7 +3,7 @@
 //! timeout), answer in the request's order.
 
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
@@ -135,16 +135,7 @@ fn add_leader_hints(response: &mut ProduceResponse, mut hints: LeaderHints) {
             }
         }
     }
-    response.node_endpoints = hints
-        .endpoints()
-        .map(|broker| {
-            NodeEndpoint::default()
-                .with_node_id(BrokerId(broker.id))
-                .with_host(str_bytes(broker.kafka.host.clone()))
-                .with_port(broker.kafka.port as i32)
-                .with_rack(broker.rack.clone().map(str_bytes))
-        })
-        .collect();
+    response.node_endpoints = hints.endpoints();
 }
 
 fn partition_response(index: i32, result: &AppendResult) -> PartitionProduceResponse {
