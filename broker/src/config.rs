@@ -10,6 +10,10 @@ use anyhow::{anyhow, bail, Context};
 
 use crate::log::LogConfig;
 
+/// The one `replica.selector.class` served besides the default (leaders only).
+const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
 /// Every broker setting with its value after defaults, file and overrides.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -62,6 +66,9 @@ pub struct ClusterSettings {
     /// Source address of this broker's connections to its peers.
     pub inter_broker_bind: Option<std::net::IpAddr>,
     pub rack: Option<String>,
+    /// `replica.selector.class` is Kafka's rack-aware selector: leaders point consumers
+    /// at an in-sync replica in their rack (KIP-392).
+    pub rack_aware_replica_selector: bool,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub replica_lag_time_max_ms: u64,
@@ -164,6 +171,11 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         name: "broker.rack",
         default: "",
         doc: "Rack of this broker; replicas of a partition are spread over racks.",
+    },
+    SettingSpec {
+        name: "replica.selector.class",
+        default: "",
+        doc: "org.apache.kafka.common.replica.RackAwareReplicaSelector: leaders send consumers with client.rack to an in-sync replica in their rack (KIP-392); empty: consumers read from leaders.",
     },
     SettingSpec {
         name: "broker.session.timeout.ms",
@@ -572,6 +584,13 @@ impl ClusterSettings {
                 })?),
             },
             rack: Some(get.get("broker.rack").to_string()).filter(|r| !r.is_empty()),
+            rack_aware_replica_selector: match get.get("replica.selector.class") {
+                "" => false,
+                RACK_AWARE_REPLICA_SELECTOR => true,
+                other => bail!(
+                    "setting `replica.selector.class`: `{other}` is not empty or {RACK_AWARE_REPLICA_SELECTOR}"
+                ),
+            },
             session_timeout_ms: parse_in("broker.session.timeout.ms", get, 100, 3_600_000)?,
             heartbeat_interval_ms: parse_in("broker.heartbeat.interval.ms", get, 10, 600_000)?,
             replica_lag_time_max_ms: parse_in("replica.lag.time.max.ms", get, 100, 3_600_000)?,
@@ -637,6 +656,10 @@ impl ClusterSettings {
                 .map(|ip| ip.to_string())
                 .unwrap_or_default(),
             "broker.rack" => self.rack.clone().unwrap_or_default(),
+            "replica.selector.class" => match self.rack_aware_replica_selector {
+                true => RACK_AWARE_REPLICA_SELECTOR.to_string(),
+                false => String::new(),
+            },
             "broker.session.timeout.ms" => self.session_timeout_ms.to_string(),
             "broker.heartbeat.interval.ms" => self.heartbeat_interval_ms.to_string(),
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
@@ -853,6 +876,21 @@ mod tests {
         assert!(bad.contains("num.partitions"), "{bad}");
         let zero = load("", &["log.retention.ms=0"]).unwrap_err().to_string();
         assert!(zero.contains("log.retention.ms"), "{zero}");
+    }
+
+    #[test]
+    fn replica_selector_takes_kafkas_rack_aware_class_only() {
+        assert!(!load("", &[]).unwrap().cluster.rack_aware_replica_selector);
+        let rack_aware = load(
+            "",
+            &["replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector"],
+        )
+        .unwrap();
+        assert!(rack_aware.cluster.rack_aware_replica_selector);
+        let other = load("", &["replica.selector.class=com.example.Nearest"])
+            .unwrap_err()
+            .to_string();
+        assert!(other.contains("replica.selector.class"), "{other}");
     }
 
     #[test]

@@ -278,7 +278,9 @@ impl Session {
                     }
                     None => true,
                 };
-                if changed || has_records || data.error_code != 0 {
+                // A consumer sent to another replica (KIP-392) must hear of it.
+                let redirected = data.preferred_read_replica.0 >= 0;
+                if changed || has_records || redirected || data.error_code != 0 {
                     kept.push(data);
                     kept_slices.push(slice);
                 }

@@ -66,6 +66,7 @@ class Broker:
         self.cores = cores
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.metrics_port: int | None = None  # where it serves /metrics, if it does
 
     @property
     def cmd(self) -> list[str]:
@@ -175,22 +176,31 @@ class Cluster:
                 "replica.lag.time.max.ms=2000", "default.replication.factor=3",
                 "min.insync.replicas=2", "offsets.topic.replication.factor=3"]
 
-    def __init__(self, binary: Path, tmp_path: Path, size: int = 3):
+    def __init__(self, binary: Path, tmp_path: Path, size: int = 3,
+                 settings: tuple[str, ...] = (), each=lambda n: [], metrics: bool = False):
+        """`settings` go to every broker, `each(n)` to broker n only (a rack); with
+        `metrics`, broker n serves Prometheus metrics on `broker(n).metrics_port`."""
         raft = [free_port() for _ in range(size)]
         inter_broker = [free_port() for _ in range(size)]
         voters = ",".join(f"{n + 1}@127.0.0.1:{port}" for n, port in enumerate(raft))
         self.brokers: list[Broker] = []
         for i in range(size):
             n = i + 1
-            settings = [f"node.id={n}", f"controller.quorum.voters={voters}",
+            node_settings = [f"node.id={n}", f"controller.quorum.voters={voters}",
                         f"controller.listen=127.0.0.1:{raft[i]}",
                         f"inter.broker.listen=127.0.0.1:{inter_broker[i]}",
                         f"inter.broker.advertised=127.0.0.1:{inter_broker[i]}",
-                        f"inter.broker.bind.address=127.0.1.{n}", *self.SETTINGS]
+                        f"inter.broker.bind.address=127.0.1.{n}", *self.SETTINGS, *settings,
+                        *each(n)]
+            metrics_port = free_port() if metrics else None
+            if metrics_port is not None:
+                node_settings.append(f"metrics.listen=127.0.0.1:{metrics_port}")
             data_dir = tmp_path / f"data-{n}"
             data_dir.mkdir()
-            args = [a for setting in settings for a in ("--set", setting)]
-            self.brokers.append(Broker(binary, data_dir, tmp_path / f"corelog-{n}.log", args, cores=1))
+            args = [a for setting in node_settings for a in ("--set", setting)]
+            broker = Broker(binary, data_dir, tmp_path / f"corelog-{n}.log", args, cores=1)
+            broker.metrics_port = metrics_port
+            self.brokers.append(broker)
         self.bootstrap = ",".join(b.bootstrap for b in self.brokers)
 
     def broker(self, node_id: int) -> Broker:
@@ -260,11 +270,14 @@ def broker(request, tmp_path):
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    """Three running brokers of one cluster (not against COMPAT_BOOTSTRAP)."""
+def cluster(request, tmp_path):
+    """Three running brokers of one cluster (not against COMPAT_BOOTSTRAP). Settings:
+    @pytest.mark.cluster_settings("k=v", ..., each=lambda n: [...], metrics=True)."""
     if os.environ.get("COMPAT_BOOTSTRAP"):
         pytest.skip("COMPAT_BOOTSTRAP: the cluster tests start their own brokers")
-    c = Cluster(corelog_binary(), tmp_path)
+    marker = request.node.get_closest_marker("cluster_settings")
+    c = Cluster(corelog_binary(), tmp_path, settings=marker.args if marker else (),
+                **(marker.kwargs if marker else {}))
     try:
         c.start()
         yield c
@@ -283,6 +296,7 @@ def topic(request) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker_args(*args): extra arguments for `corelog serve`")
+    config.addinivalue_line("markers", "cluster_settings(*settings, each, metrics): cluster fixture settings")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -5,6 +5,11 @@
 //! ([`crate::fetch_session`]) wrap this: they say which partitions to read and which of
 //! them to answer.
 //!
+//! From v11 (KIP-392) any replica serves consumers, a follower up to its own high
+//! watermark, and with `replica.selector.class` set to Kafka's rack-aware selector a
+//! leader sends a consumer that names its rack to an in-sync replica in that rack. A
+//! partition refused for not being led here names its leader (KIP-951, v12+).
+//!
 //! Owning shards answer with file ranges, not bytes: the connection's shard either sends
 //! them with sendfile ([`handle_zero_copy`]) or reads them into the response ([`handle`],
 //! when `fetch.zero.copy.min.bytes` is -1).
@@ -12,18 +17,26 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
-use super::{resolve_topic_ref, ByShard, RequestContext, Slot};
+use super::{resolve_topic_ref, ByShard, LeaderHints, RequestContext, Slot};
 use crate::errors::ErrorCode;
 use crate::fetch_session::FIRST_VERSION_WITH_TOPIC_IDS;
 use crate::log::ReadSlice;
+use crate::metadata::MetadataImage;
 use crate::protocol::fetch_frame::{encode_fetch_frame, Part};
 use crate::shard::{FetchQuery, FetchResult, ShardRequest, ShardResponse};
 
 /// Bound on how long one fetch may hold a request slot of its connection.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Fetch v11 (KIP-392): consumers may read from followers and name their rack.
+const FIRST_VERSION_WITH_FOLLOWER_READS: i16 = 11;
+/// Fetch v12 (KIP-951) answers a misdirected fetch with the leader; v16 adds its endpoint.
+const FIRST_VERSION_WITH_LEADER_HINTS: i16 = 12;
+const FIRST_VERSION_WITH_NODE_ENDPOINTS: i16 = 16;
 
 /// A fetch answer before encoding: the response without records, and each partition's
 /// records as a file range (by topic and partition position).
@@ -113,6 +126,10 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
     } else {
         request.replica_id.0
     };
+    let any_replica = replica_id < 0 && ctx.api_version >= FIRST_VERSION_WITH_FOLLOWER_READS;
+    let consumer_rack = Some(request.rack_id.as_str()).filter(|rack| {
+        any_replica && !rack.is_empty() && shard.config.cluster.rack_aware_replica_selector
+    });
 
     let mut responses: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
     let mut records: Vec<Vec<Option<ReadSlice>>> = request
@@ -131,6 +148,15 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
                     ErrorCode::UnknownTopicOrPartition
                 }
                 Ok(meta) => {
+                    let preferred_read_replica = consumer_rack.map_or(-1, |rack| {
+                        preferred_read_replica(
+                            &image,
+                            shard.config.node_id,
+                            meta,
+                            fetch.partition,
+                            rack,
+                        )
+                    });
                     per_shard
                         .entry(shard.owner_of(&meta.record.name, fetch.partition))
                         .or_default()
@@ -143,6 +169,8 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
                                 max_bytes: fetch.partition_max_bytes.max(0) as usize,
                                 current_leader_epoch: fetch.current_leader_epoch,
                                 last_fetched_epoch: fetch.last_fetched_epoch,
+                                any_replica,
+                                preferred_read_replica,
                             },
                         ));
                     ErrorCode::UnknownServerError
@@ -166,8 +194,13 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
         gathered += place(&mut responses, &mut records, slots, results);
     }
     drop(immediate);
+    // Kafka answers at once when it sends a consumer elsewhere.
+    let redirected = responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.preferred_read_replica.0 >= 0);
     let waiting = deadline.saturating_duration_since(Instant::now());
-    if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() {
+    if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() && !redirected {
         let mut polls = read_round(
             ctx,
             replica_id,
@@ -194,7 +227,63 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
         &mut response,
         &mut records,
     );
+    if ctx.api_version >= FIRST_VERSION_WITH_LEADER_HINTS {
+        add_leader_hints(
+            &mut response,
+            LeaderHints::new(shard.image(), by_id),
+            ctx.api_version >= FIRST_VERSION_WITH_NODE_ENDPOINTS,
+        );
+    }
     FetchAnswer { response, records }
+}
+
+/// KIP-392's rack-aware selection, for a consumer in `rack` fetching a partition this
+/// broker leads (by the image; the leader checks again): an in-sync replica in that rack
+/// when the leader is in another one, else -1.
+fn preferred_read_replica(
+    image: &MetadataImage,
+    local_id: i32,
+    topic: &crate::metadata::TopicMeta,
+    partition: i32,
+    rack: &str,
+) -> i32 {
+    let in_rack = |id: i32| {
+        image
+            .broker(id)
+            .is_some_and(|b| b.rack.as_deref() == Some(rack))
+    };
+    match topic.partition(partition) {
+        Some(state) if state.leader == local_id && !in_rack(local_id) => state
+            .isr
+            .iter()
+            .copied()
+            .find(|id| *id != local_id && in_rack(*id))
+            .unwrap_or(-1),
+        _ => -1,
+    }
+}
+
+/// KIP-951: the leader (from the image as it is now, after any long poll) of each
+/// partition refused for not being led here, and from v16 the leaders' endpoints.
+fn add_leader_hints(response: &mut FetchResponse, mut hints: LeaderHints, endpoints: bool) {
+    for topic in &mut response.responses {
+        for partition in &mut topic.partitions {
+            let hint = hints.hint(
+                partition.error_code,
+                &topic.topic,
+                &topic.topic_id,
+                partition.partition_index,
+            );
+            if let Some((leader, epoch)) = hint {
+                partition.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
+        }
+    }
+    if endpoints {
+        response.node_endpoints = hints.endpoints();
+    }
 }
 
 fn read_round<'a>(
@@ -261,6 +350,6 @@ fn partition_data(index: i32, result: &FetchResult) -> PartitionData {
         .with_high_watermark(result.high_watermark)
         .with_last_stable_offset(result.high_watermark)
         .with_log_start_offset(result.log_start_offset)
-        .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+        .with_preferred_read_replica(BrokerId(result.preferred_read_replica))
         .with_records(Some(bytes::Bytes::new()))
 }

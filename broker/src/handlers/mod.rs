@@ -169,6 +169,78 @@ fn resolve_topic_ref(
     }
 }
 
+/// KIP-951 leader hints: a partition answered NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH names its leader as this broker's image knows it, and the response
+/// carries that leader's endpoint, so a client moves without a metadata round trip.
+struct LeaderHints {
+    image: std::sync::Arc<crate::metadata::MetadataImage>,
+    by_id: bool,
+    leaders: std::collections::BTreeSet<i32>,
+}
+
+impl LeaderHints {
+    fn new(image: std::sync::Arc<crate::metadata::MetadataImage>, by_id: bool) -> LeaderHints {
+        LeaderHints {
+            image,
+            by_id,
+            leaders: Default::default(),
+        }
+    }
+
+    /// (leader id, leader epoch) for a partition answered with `error_code`, when the
+    /// error calls for a hint and a live leader is known; remembers the leader.
+    fn hint(
+        &mut self,
+        error_code: i16,
+        name: &TopicName,
+        id: &uuid::Uuid,
+        partition: i32,
+    ) -> Option<(i32, i32)> {
+        use crate::errors::ErrorCode;
+        if error_code != ErrorCode::NotLeaderOrFollower.code()
+            && error_code != ErrorCode::FencedLeaderEpoch.code()
+        {
+            return None;
+        }
+        let topic = resolve_topic_ref(&self.image, self.by_id, name, id).ok()?;
+        let state = topic.partition(partition)?;
+        self.image.broker(state.leader)?;
+        self.leaders.insert(state.leader);
+        Some((state.leader, state.leader_epoch))
+    }
+
+    /// The hinted leaders' endpoints, for the response.
+    fn endpoints<T: EndpointOf>(&self) -> Vec<T> {
+        self.leaders
+            .iter()
+            .filter_map(|id| self.image.broker(*id))
+            .map(T::of)
+            .collect()
+    }
+}
+
+/// A response's node endpoint for a broker: Produce and Fetch each have their own type,
+/// of the same shape.
+trait EndpointOf {
+    fn of(broker: &corelog_replication::metadata::BrokerRegistration) -> Self;
+}
+
+macro_rules! endpoint_of {
+    ($($endpoint:ty),*) => {$(
+        impl EndpointOf for $endpoint {
+            fn of(broker: &corelog_replication::metadata::BrokerRegistration) -> Self {
+                <$endpoint>::default()
+                    .with_node_id(BrokerId(broker.id))
+                    .with_host(str_bytes(broker.kafka.host.clone()))
+                    .with_port(i32::from(broker.kafka.port))
+                    .with_rack(broker.rack.clone().map(str_bytes))
+            }
+        }
+    )*};
+}
+
+endpoint_of!(produce_response::NodeEndpoint, fetch_response::NodeEndpoint);
+
 /// Where a partition's answer goes in a response: (topic index, partition index).
 type Slot = (usize, usize);
 

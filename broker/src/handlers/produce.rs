@@ -2,10 +2,14 @@
 //! place; for acks=all, fdatasynced and replicated to the ISR, bounded by the request's
 //! timeout), answer in the request's order.
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
-use super::{auto_create_topics, resolve_topic_ref, scatter, str_bytes, ByShard, RequestContext};
+use super::{
+    auto_create_topics, resolve_topic_ref, scatter, str_bytes, ByShard, LeaderHints, RequestContext,
+};
 use crate::errors::ErrorCode;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::shard::{AppendRequest, AppendResult, ShardRequest, ShardResponse};
@@ -14,6 +18,8 @@ use crate::shard::{AppendRequest, AppendResult, ShardRequest, ShardResponse};
 const MAX_TIMEOUT_MS: i32 = 60_000;
 /// Produce v13 (KIP-516) names topics by id instead of by name.
 const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
+/// Produce v10 (KIP-951) answers a misdirected produce with the leader and its endpoint.
+const FIRST_VERSION_WITH_LEADER_HINTS: i16 = 10;
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> ProduceResponse {
     let shard = &ctx.shard;
@@ -104,7 +110,32 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> ProduceRes
         let entry = &mut responses[topic_slot].partition_responses[partition_slot];
         *entry = partition_response(entry.index, &result);
     }
-    ProduceResponse::default().with_responses(responses)
+    let mut response = ProduceResponse::default().with_responses(responses);
+    if ctx.api_version >= FIRST_VERSION_WITH_LEADER_HINTS {
+        add_leader_hints(&mut response, LeaderHints::new(shard.image(), by_id));
+    }
+    response
+}
+
+/// KIP-951: the leader (from the image as it is now, after the appends) of each partition
+/// refused for not being led here, and the leaders' endpoints.
+fn add_leader_hints(response: &mut ProduceResponse, mut hints: LeaderHints) {
+    for topic in &mut response.responses {
+        for partition in &mut topic.partition_responses {
+            let hint = hints.hint(
+                partition.error_code,
+                &topic.name,
+                &topic.topic_id,
+                partition.index,
+            );
+            if let Some((leader, epoch)) = hint {
+                partition.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
+        }
+    }
+    response.node_endpoints = hints.endpoints();
 }
 
 fn partition_response(index: i32, result: &AppendResult) -> PartitionProduceResponse {

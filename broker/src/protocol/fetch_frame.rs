@@ -62,10 +62,6 @@ pub fn encode_fetch_frame(
         buf.put_i16(response.error_code);
         buf.put_i32(response.session_id);
     }
-    anyhow::ensure!(
-        response.node_endpoints.is_empty(),
-        "node endpoints are not encoded here"
-    );
     put_length(&mut buf, flexible, response.responses.len());
     for (topic, topic_records) in response.responses.iter().zip(records) {
         if version >= FIRST_TOPIC_ID_VERSION {
@@ -124,11 +120,29 @@ pub fn encode_fetch_frame(
         }
     }
     if flexible {
-        buf.put_u8(0); // the response's tagged fields
+        put_response_tagged_fields(&mut buf, version, response)?;
     }
     parts.push(Part::Bytes(buf.freeze()));
     set_frame_size(&mut parts)?;
     Ok(parts)
+}
+
+/// The response's tagged fields (KIP-951's leader endpoints, v16+): taken from the crate's
+/// encoding of a response holding only them, past the fields before them.
+fn put_response_tagged_fields(
+    buf: &mut BytesMut,
+    version: i16,
+    response: &FetchResponse,
+) -> anyhow::Result<()> {
+    // throttle_time_ms, error_code, session_id and an empty compact topic array.
+    const FIELDS_BEFORE: usize = 4 + 2 + 4 + 1;
+    let mut encoded = BytesMut::new();
+    FetchResponse::default()
+        .with_node_endpoints(response.node_endpoints.clone())
+        .with_unknown_tagged_fields(response.unknown_tagged_fields.clone())
+        .encode(&mut encoded, version)?;
+    buf.put_slice(&encoded[FIELDS_BEFORE..]);
+    Ok(())
 }
 
 /// Writes the total size after the 4-byte prefix into the prefix.
@@ -175,7 +189,9 @@ mod tests {
     use std::os::unix::fs::FileExt;
     use std::sync::Arc;
 
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::fetch_response::{
+        FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    };
     use kafka_protocol::messages::{BrokerId, ResponseKind, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
@@ -245,6 +261,21 @@ mod tests {
             kafka_protocol::messages::fetch_response::EpochEndOffset::default()
                 .with_epoch(4)
                 .with_end_offset(90);
+        // KIP-951: a leader hint on a partition, and (v16+) the leaders' endpoints.
+        tagged.responses[1].partitions[0].current_leader = LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(2))
+            .with_leader_epoch(5);
+        tagged.node_endpoints = vec![
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(2))
+                .with_host(StrBytes::from_static_str("broker-two.example"))
+                .with_port(9093)
+                .with_rack(Some(StrBytes::from_static_str("rack-b"))),
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(3))
+                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                .with_port(19092),
+        ];
         for version in 4..=18 {
             let response = if version >= 12 { &tagged } else { &response };
             // Below 250 bytes copied, above sent from the file: both paths in one frame.

@@ -104,6 +104,12 @@ pub struct FetchQuery {
     pub current_leader_epoch: i32,
     /// A follower's epoch of its last fetched batch (-1: none), to detect divergence.
     pub last_fetched_epoch: i32,
+    /// A consumer's Fetch v11+ (KIP-392): followers serve it too, up to their high
+    /// watermark.
+    pub any_replica: bool,
+    /// An in-sync replica in the consumer's rack the leader sends it to instead of serving
+    /// it (KIP-392); -1: none.
+    pub preferred_read_replica: i32,
 }
 
 pub struct FetchResult {
@@ -116,6 +122,8 @@ pub struct FetchResult {
     /// For a follower whose log diverges from the leader's: (epoch, end offset) to
     /// truncate to (KIP-320).
     pub diverging_epoch: Option<(i32, i64)>,
+    /// The replica the consumer should fetch from instead (KIP-392); -1: this one.
+    pub preferred_read_replica: i32,
 }
 
 impl FetchResult {
@@ -126,6 +134,7 @@ impl FetchResult {
             log_start_offset: -1,
             records: None,
             diverging_epoch: None,
+            preferred_read_replica: -1,
         }
     }
 

@@ -65,7 +65,8 @@ enum Role {
         state: LeaderAndIsr,
         tracker: ReplicaTracker,
     },
-    Follower,
+    /// Following the leader of this epoch.
+    Follower { leader_epoch: i32 },
 }
 
 impl Partition {
@@ -188,23 +189,42 @@ impl Partition {
         matches!(*self.role.borrow(), Role::Leader { .. })
     }
 
-    /// Leadership and epoch checks of a fetch or an epoch query: only the leader answers,
-    /// and a stale or future epoch from the asker is refused (KIP-320).
-    fn check_leader_epoch(&self, current_leader_epoch: i32) -> Result<i32, ErrorCode> {
-        let Role::Leader { state, .. } = &*self.role.borrow() else {
-            return Err(ErrorCode::NotLeaderOrFollower);
+    /// Leadership and epoch checks of a fetch or an epoch query: only the leader answers
+    /// (and, when `followers_serve`, a follower: KIP-392 consumer reads), and a stale or
+    /// future epoch from the asker is refused (KIP-320).
+    fn check_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+        followers_serve: bool,
+    ) -> Result<(), ErrorCode> {
+        let epoch = match &*self.role.borrow() {
+            Role::Leader { state, .. } => state.leader_epoch,
+            Role::Follower { leader_epoch } if followers_serve => *leader_epoch,
+            _ => return Err(ErrorCode::NotLeaderOrFollower),
         };
         match current_leader_epoch {
-            e if e < 0 || e == state.leader_epoch => Ok(state.leader_epoch),
-            e if e < state.leader_epoch => Err(ErrorCode::FencedLeaderEpoch),
+            e if e < 0 || e == epoch => Ok(()),
+            e if e < epoch => Err(ErrorCode::FencedLeaderEpoch),
             _ => Err(ErrorCode::UnknownLeaderEpoch),
         }
     }
 
-    /// A consumer's read: batches wholly below the high watermark.
+    /// A consumer's read: batches wholly below the high watermark (a follower's, when a
+    /// follower serves it). A leader asked to send the consumer to an in-sync replica in
+    /// its rack answers with that replica and no records.
     pub fn read_for_consumer(&self, query: &FetchQuery, max_bytes: usize) -> FetchResult {
-        if let Err(code) = self.check_leader_epoch(query.current_leader_epoch) {
+        if let Err(code) = self.check_leader_epoch(query.current_leader_epoch, query.any_replica) {
             return FetchResult::error(code);
+        }
+        let redirect = match &*self.role.borrow() {
+            Role::Leader { state, .. } => state.isr.contains(&query.preferred_read_replica),
+            _ => false,
+        };
+        if redirect {
+            return FetchResult {
+                preferred_read_replica: query.preferred_read_replica,
+                ..self.empty_read()
+            };
         }
         self.read(query.offset, max_bytes, self.high_watermark.get())
     }
@@ -218,7 +238,7 @@ impl Partition {
         max_bytes: usize,
         now_ms: i64,
     ) -> FetchResult {
-        if let Err(code) = self.check_leader_epoch(query.current_leader_epoch) {
+        if let Err(code) = self.check_leader_epoch(query.current_leader_epoch, false) {
             return FetchResult::error(code);
         }
         if query.last_fetched_epoch >= 0 {
@@ -242,6 +262,7 @@ impl Partition {
                     log_start_offset: log.log_start_offset(),
                     records: None,
                     diverging_epoch: Some((epoch, end_offset)),
+                    preferred_read_replica: -1,
                 };
             }
         }
@@ -280,6 +301,7 @@ impl Partition {
                     log_start_offset,
                     records: Some(slice).filter(|s| s.len > 0),
                     diverging_epoch: None,
+                    preferred_read_replica: -1,
                 }
             }
             Err(e) => FetchResult::error(error_code(e.kafka_error_code()))
@@ -331,6 +353,7 @@ impl Partition {
             log_start_offset: log.log_start_offset(),
             records: None,
             diverging_epoch: None,
+            preferred_read_replica: -1,
         }
     }
 
@@ -450,7 +473,9 @@ impl Partition {
     /// Waiting acks=all producers are woken to fail: their batches may be truncated.
     pub fn become_follower(&self, state: &LeaderAndIsr) -> bool {
         let was_leader = self.is_leader();
-        *self.role.borrow_mut() = Role::Follower;
+        *self.role.borrow_mut() = Role::Follower {
+            leader_epoch: state.leader_epoch,
+        };
         if was_leader {
             tracing::info!(dir = %self.dir.display(), leader = state.leader, epoch = state.leader_epoch, "following");
         }
@@ -466,7 +491,7 @@ impl Partition {
         leader_high_watermark: i64,
         leader_log_start_offset: i64,
     ) -> Result<(), String> {
-        if !matches!(*self.role.borrow(), Role::Follower) {
+        if !matches!(*self.role.borrow(), Role::Follower { .. }) {
             return Err("not a follower".into());
         }
         let info = self
@@ -524,7 +549,7 @@ impl Partition {
 
     /// OffsetForLeaderEpoch on the leader.
     pub fn epoch_end_offset(&self, current_leader_epoch: i32, leader_epoch: i32) -> EpochResult {
-        if let Err(code) = self.check_leader_epoch(current_leader_epoch) {
+        if let Err(code) = self.check_leader_epoch(current_leader_epoch, false) {
             return EpochResult::error(code);
         }
         let (leader_epoch, end_offset) = self

@@ -59,6 +59,16 @@ impl Cluster {
     /// voter, with short failure detection (and RF 3, min ISR 2 defaults), plus
     /// `extra` `--set` settings. Returns once every broker answers ApiVersions.
     pub fn start(brokers: usize, cores_per_broker: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_each(brokers, cores_per_broker, extra, |_| Vec::new())
+    }
+
+    /// As [`Cluster::start`], with broker n also given the settings `each(n)` (a rack).
+    pub fn start_each(
+        brokers: usize,
+        cores_per_broker: usize,
+        extra: &[&str],
+        each: impl Fn(i32) -> Vec<String>,
+    ) -> Cluster {
         assert!((1..=9).contains(&brokers), "node ids are 1..=9");
         let raft: Vec<SocketAddr> = (0..brokers).map(|_| free_addr()).collect();
         let inter_broker: Vec<SocketAddr> = (0..brokers).map(|_| free_addr()).collect();
@@ -90,6 +100,7 @@ impl Cluster {
                 "offsets.topic.replication.factor=3".into(),
             ];
             settings.extend(extra.iter().map(|s| s.to_string()));
+            settings.extend(each(n as i32));
             let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
             nodes.push(Node {
                 broker: Broker::new(&format!("broker {n}"), cores_per_broker, &settings),
