@@ -14,7 +14,7 @@ use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
 
 /// How long a starting broker waits to be registered and unfenced, and for the offsets
 /// topic, before serving anyway.
-const STARTUP_REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const STARTUP_REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bound on messages queued between two shards; senders wait beyond it.
 const MESH_CAPACITY: usize = 1024;
 

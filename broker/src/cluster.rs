@@ -377,12 +377,27 @@ impl ClusterMember {
         }
     }
 
-    /// Waits until this broker is registered and unfenced and the offsets topic exists, or
+    /// Waits until this broker is registered and unfenced, leads what only it can lead,
+    /// and the offsets topic exists, or
     /// `limit` passed (a new cluster may wait for enough brokers; it serves what it can
     /// meanwhile).
     pub async fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let ready = || self.unfenced.get() && self.image().topic(OFFSETS_TOPIC).is_some();
+        let node_id = self.config.node_id;
+        // Partitions waiting for this broker to lead them again (it was their last in-sync
+        // replica) get it once it is unfenced: serving before would turn clients away.
+        let leaderless_here = |image: &corelog_replication::metadata::ClusterImage| {
+            image.topics.values().any(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .any(|p| p.leader < 0 && p.isr.contains(&node_id))
+            })
+        };
+        let ready = || {
+            let image = self.image();
+            self.unfenced.get() && image.topic(OFFSETS_TOPIC).is_some() && !leaderless_here(&image)
+        };
         while !ready() && Instant::now() < deadline {
             let applied = self.quorum.subscribe();
             let unfenced = self.unfenced_event.listen();
