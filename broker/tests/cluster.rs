@@ -231,7 +231,12 @@ impl Producer {
 
     /// One try at producing `value` to `topic`-`partition` with acks=all; the offset on
     /// acknowledgement.
-    fn try_produce(&mut self, topic: &str, partition: i32, value: &str) -> Result<i64, String> {
+    fn try_produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        value: &str,
+    ) -> corelog_client::Result<i64> {
         let result = self.produce_once(topic, partition, value);
         if result.is_err() {
             self.client = None;
@@ -239,16 +244,21 @@ impl Producer {
         result
     }
 
-    fn produce_once(&mut self, topic: &str, partition: i32, value: &str) -> Result<i64, String> {
+    fn produce_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        value: &str,
+    ) -> corelog_client::Result<i64> {
         if self.client.is_none() {
             self.reconnects += 1;
             let mut order = self.bootstrap.clone();
             let first = self.reconnects % order.len();
             order.rotate_left(first);
-            self.client = Some(connect(&order).map_err(|e| e.to_string())?);
+            self.client = Some(connect(&order)?);
         }
         let client = self.client.as_mut().unwrap();
-        let info = client.topic(topic, false).map_err(|e| e.to_string())?;
+        let info = client.topic(topic, false)?;
         let records = vec![record(
             None,
             Some(Bytes::copy_from_slice(value.as_bytes())),
@@ -260,14 +270,12 @@ impl Producer {
             compression: Compression::None,
             timeout_ms: 5_000,
         };
-        let produced = client
-            .produce(
-                &info,
-                &mut [(partition, records)],
-                &options,
-                &mut self.encoded,
-            )
-            .map_err(|e| e.to_string())?;
+        let produced = client.produce(
+            &info,
+            &mut [(partition, records)],
+            &options,
+            &mut self.encoded,
+        )?;
         Ok(produced[0].1.expect("acks=all gives an offset"))
     }
 
@@ -677,4 +685,282 @@ fn failover_after_leader_kill() {
         values[1..].iter().all(|v| *v == "after") && values.len() >= 2,
         "{values:?}"
     );
+}
+
+// --- group coordinator failover -------------------------------------------------------
+
+/// The group's committed offsets of `topic`, as (partition, offset), from whichever broker
+/// a fresh client finds as the coordinator.
+fn committed(cluster: &Cluster, group: &str, topic: &str) -> Option<Vec<(i32, i64)>> {
+    let partitions = [(topic.to_string(), (0..PARTITIONS).collect())];
+    let mut offsets: Vec<(i32, i64)> = cluster
+        .client()
+        .committed_offsets(group, Some(&partitions), None)
+        .ok()?
+        .into_iter()
+        .map(|c| (c.partition, c.offset))
+        .collect();
+    offsets.sort();
+    Some(offsets)
+}
+
+#[test]
+fn coordinator_failover_keeps_committed_offsets() {
+    let mut cluster = Cluster::start(3, 1, &[]);
+    let (topic, group) = ("orders", "billing");
+    create_topic(&cluster, topic, PARTITIONS, 3);
+    let commits: Vec<(String, i32, i64)> = (0..PARTITIONS)
+        .map(|p| (topic.to_string(), p, 10 * i64::from(p + 1)))
+        .collect();
+    let mut client = cluster.client();
+    let coordinator = client.coordinator(group).unwrap();
+    client.commit_offsets(group, None, &commits).unwrap();
+
+    // At once after the acknowledgement: a commit must be on the ISR when acknowledged.
+    cluster.kill9(coordinator);
+    let successor = cluster.wait_until("another coordinator", || {
+        let named = cluster.client().coordinator(group).ok()?;
+        (named > 0 && named != coordinator).then_some(named)
+    });
+    let expected: Vec<(i32, i64)> = commits.iter().map(|(_, p, o)| (*p, *o)).collect();
+    let after_failover = cluster.wait_until("the offsets from the new coordinator", || {
+        committed(&cluster, group, topic)
+    });
+    assert_eq!(
+        after_failover, expected,
+        "offsets on broker {successor} after broker {coordinator} was killed"
+    );
+
+    let mut client = cluster.client();
+    assert_eq!(client.coordinator(group).unwrap(), successor);
+    client
+        .commit_offsets(group, None, &[(topic.to_string(), 1, 77)])
+        .unwrap();
+    let mut expected = expected;
+    expected[1].1 = 77;
+    assert_eq!(committed(&cluster, group, topic), Some(expected));
+}
+
+// --- controlled shutdown and preferred leaders ----------------------------------------
+
+#[test]
+fn controlled_shutdown_hands_over_and_the_preferred_leader_returns() {
+    // A session far longer than the waits below: a leadership that moves in time was
+    // moved by the controlled shutdown, not by the session expiring.
+    let mut cluster = Cluster::start(
+        3,
+        1,
+        &[
+            "broker.session.timeout.ms=30000",
+            "leader.imbalance.check.interval.seconds=1",
+        ],
+    );
+    let topic = "handover";
+    create_topic(&cluster, topic, 1, 3);
+    cluster.wait_for_full_isr(topic, 1);
+    let preferred = cluster.partition(topic, 0).unwrap().replicas[0];
+    cluster.wait_until("the preferred replica leading", || {
+        (cluster.leader_of(topic, 0)? == preferred).then_some(())
+    });
+    let mut producer = Producer::new(cluster.bootstrap());
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    assert_eq!(
+        producer.produce_until(topic, 0, "before", deadline).1,
+        Some(0)
+    );
+
+    cluster.stop(preferred);
+    let successor = cluster.wait_within(
+        Duration::from_secs(5),
+        "a new leader named by the remaining brokers after the controlled shutdown",
+        || {
+            let info = cluster.partition(topic, 0)?;
+            (info.leader > 0 && info.leader != preferred && !info.isr.contains(&preferred))
+                .then_some(info.leader)
+        },
+    );
+    // Two replicas remain, as min.insync.replicas asks: acks=all writes go on.
+    for i in 0..10 {
+        let value = format!("during-{i}");
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            match producer.try_produce(topic, 0, &value) {
+                Ok(_) => break,
+                Err(e) => {
+                    assert_ne!(
+                        e.kafka_code(),
+                        Some(kafka_protocol::error::ResponseError::NotEnoughReplicas),
+                        "{value} with 2 of 3 replicas in sync: {e}"
+                    );
+                    assert!(Instant::now() < deadline, "{value} not acknowledged: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    cluster.restart(preferred);
+    cluster.wait_until("the preferred replica leading again", || {
+        let info = cluster.partition(topic, 0)?;
+        (info.leader == preferred && info.isr.len() == 3).then_some(())
+    });
+    println!("leadership moved {preferred} -> {successor} -> {preferred}");
+    let (records, _) = read_partition(&cluster, topic, 0);
+    assert_eq!(records.len(), 11, "{records:?}");
+}
+
+// --- explicit replica assignments -----------------------------------------------------
+
+fn broker_ids(ids: &[i32]) -> Vec<kafka_protocol::messages::BrokerId> {
+    ids.iter()
+        .map(|&b| kafka_protocol::messages::BrokerId(b))
+        .collect()
+}
+
+/// CreateTopics with explicit replicas per partition; the topic's error code.
+fn create_with_assignments(raw: &mut common::Client, topic: &str, replicas: &[&[i32]]) -> i16 {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    let assignments = replicas
+        .iter()
+        .enumerate()
+        .map(|(p, ids)| {
+            CreatableReplicaAssignment::default()
+                .with_partition_index(p as i32)
+                .with_broker_ids(broker_ids(ids))
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(topic.to_string().into()))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(assignments)]);
+    raw.call(7, &request).topics[0].error_code
+}
+
+/// CreatePartitions to `total`, with replicas for the new partitions or the controller's
+/// placement; the topic's error code.
+fn add_partitions(
+    raw: &mut common::Client,
+    topic: &str,
+    total: i32,
+    replicas: Option<&[&[i32]]>,
+) -> i16 {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    use kafka_protocol::messages::{CreatePartitionsRequest, TopicName};
+    let assignments = replicas.map(|list| {
+        list.iter()
+            .map(|ids| CreatePartitionsAssignment::default().with_broker_ids(broker_ids(ids)))
+            .collect()
+    });
+    let request = CreatePartitionsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(topic.to_string().into()))
+            .with_count(total)
+            .with_assignments(assignments)]);
+    raw.call(3, &request).results[0].error_code
+}
+
+#[test]
+fn explicit_assignments_and_added_partitions_in_a_cluster() {
+    const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    let cluster = Cluster::start(3, 1, &[]);
+    let mut raw = common::Client::connect(cluster.kafka_addr(2));
+    let topic = "placed";
+    assert_eq!(
+        create_with_assignments(&mut raw, topic, &[&[2, 3, 1], &[3, 1, 2]]),
+        0
+    );
+    assert_eq!(add_partitions(&mut raw, topic, 3, Some(&[&[1, 2, 3]])), 0);
+    assert_eq!(add_partitions(&mut raw, topic, 5, None), 0);
+
+    // Every broker has applied the change before the next request is answered.
+    cluster.wait_for_full_isr(topic, 5);
+    let given = [vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]];
+    for (p, replicas) in given.iter().enumerate() {
+        let info = cluster.partition(topic, p as i32).unwrap();
+        assert_eq!(&info.replicas, replicas, "{topic}-{p}");
+    }
+    for p in 3..5 {
+        let mut replicas = cluster.partition(topic, p).unwrap().replicas;
+        replicas.sort();
+        assert_eq!(replicas, [1, 2, 3], "{topic}-{p} placed by the controller");
+    }
+    let mut producer = Producer::new(cluster.bootstrap());
+    for p in 0..5 {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let (_, offset) = producer.produce_until(topic, p, &format!("to-{p}"), deadline);
+        assert_eq!(offset, Some(0), "acks=all write to {topic}-{p}");
+    }
+
+    // An unknown broker, a broker twice, and (for an existing topic) another replication
+    // factor.
+    let bad: [&[i32]; 3] = [&[1, 9, 2], &[1, 1, 2], &[2, 3]];
+    for replicas in &bad[..2] {
+        assert_eq!(
+            create_with_assignments(&mut raw, "misplaced", &[replicas]),
+            INVALID_REPLICA_ASSIGNMENT,
+            "CreateTopics with replicas {replicas:?}"
+        );
+    }
+    for replicas in bad {
+        assert_eq!(
+            add_partitions(&mut raw, topic, 6, Some(&[replicas])),
+            INVALID_REPLICA_ASSIGNMENT,
+            "CreatePartitions with replicas {replicas:?}"
+        );
+    }
+    assert!(cluster.topic_seen_by(2, "misplaced").is_none());
+    assert_eq!(cluster.topic_seen_by(2, topic).unwrap().partitions.len(), 5);
+}
+
+// --- controller quorum under link cuts ------------------------------------------------
+
+#[test]
+fn topics_are_created_while_a_minority_is_cut_off() {
+    let mut cluster = Cluster::start(3, 1, &[]);
+    let controller = cluster.wait_until("an active controller", || cluster.active_controller());
+    let follower = cluster
+        .broker_ids()
+        .into_iter()
+        .find(|&n| n != controller)
+        .unwrap();
+
+    cluster.isolate(follower);
+    create_topic(&cluster, "cut-follower", 2, 3);
+    assert_eq!(cluster.active_controller(), Some(controller));
+    cluster.heal_all();
+    // The ISR may still name the follower from the topic's creation: what proves it caught
+    // up is that it serves the topic.
+    cluster.wait_until(&format!("broker {follower} knowing cut-follower"), || {
+        cluster.topic_seen_by(follower, "cut-follower")
+    });
+    cluster.wait_for_full_isr("cut-follower", 2);
+
+    cluster.isolate(controller);
+    let isolated = Instant::now();
+    let successor = cluster.wait_until("a new active controller", || {
+        cluster.active_controller().filter(|&c| c != controller)
+    });
+    let elected = isolated.elapsed();
+    create_topic(&cluster, "cut-controller", 2, 3);
+    println!(
+        "controller {controller} isolated: {successor} active after {} ms, a topic created after {} ms",
+        elected.as_millis(),
+        isolated.elapsed().as_millis()
+    );
+    cluster.heal_all();
+    for topic in ["cut-follower", "cut-controller"] {
+        cluster.wait_for_full_isr(topic, 2);
+        cluster.wait_until(&format!("broker {controller} knowing {topic}"), || {
+            cluster.topic_seen_by(controller, topic)
+        });
+    }
 }

@@ -129,6 +129,11 @@ impl Cluster {
         self.node(n).broker.data_dir()
     }
 
+    /// Broker n's Kafka address, for a raw protocol client.
+    pub fn kafka_addr(&self, n: i32) -> SocketAddr {
+        self.node(n).broker.addr
+    }
+
     pub fn broker_ids(&self) -> Vec<i32> {
         (1..=self.nodes.len() as i32).collect()
     }
@@ -209,15 +214,25 @@ impl Cluster {
     }
 
     /// Polls `check` until it gives a value; panics naming `what` after CLUSTER_TIMEOUT.
-    pub fn wait_until<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    pub fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        self.wait_within(CLUSTER_TIMEOUT, what, check)
+    }
+
+    /// Polls `check` until it gives a value; panics naming `what` after `bound`.
+    pub fn wait_within<T>(
+        &self,
+        bound: Duration,
+        what: &str,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + bound;
         loop {
             if let Some(value) = check() {
                 return value;
             }
             assert!(
                 Instant::now() < deadline,
-                "no {what} within {CLUSTER_TIMEOUT:?} (brokers: {})",
+                "no {what} within {bound:?} (brokers: {})",
                 self.describe_state()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -243,6 +258,27 @@ impl Cluster {
         let node = self.node_mut(n);
         node.broker.kill9();
         node.run = Run::Down;
+    }
+
+    /// SIGTERM to broker n (a controlled shutdown); panics unless it exits cleanly.
+    pub fn stop(&mut self, n: i32) {
+        let node = self.node_mut(n);
+        assert_eq!(node.run, Run::Running, "broker {n}");
+        assert!(node.broker.stop_gracefully(), "broker {n} stopped badly");
+        node.run = Run::Down;
+    }
+
+    /// The active controller as the reachable brokers report it, when one reachable broker
+    /// is named.
+    pub fn active_controller(&self) -> Option<i32> {
+        self.broker_ids()
+            .into_iter()
+            .filter(|n| self.reachable(*n))
+            .find_map(|n| {
+                let mut client = connect(&[self.node(n).broker.addr.to_string()]).ok()?;
+                let controller = client.describe_cluster().ok()?.controller_id;
+                (controller > 0 && self.reachable(controller)).then_some(controller)
+            })
     }
 
     pub fn sigstop(&mut self, n: i32) {
