@@ -12,7 +12,7 @@ use corelog_bench::compare::{compare, Target};
 use corelog_bench::report::{self, table};
 use corelog_bench::workload::runner::{Driver, RunOptions};
 use corelog_bench::workload::scenario::{
-    Acks, KeyDistribution, MessageSize, Rate, Scenario, BUILT_IN,
+    Acks, GroupProtocol, KeyDistribution, MessageSize, Rate, Scenario, BUILT_IN,
 };
 
 #[derive(Parser)]
@@ -136,6 +136,16 @@ struct Overrides {
     /// Consumers use KIP-227 fetch sessions (`true`/`false`).
     #[arg(long)]
     fetch_sessions: Option<bool>,
+    /// How consumers share partitions: none (manual), consumer (KIP-848) or classic
+    /// (rdkafka only).
+    #[arg(long, value_enum)]
+    group_protocol: Option<GroupProtocol>,
+    /// The consumers' group id.
+    #[arg(long)]
+    consumer_group: Option<String>,
+    /// Group consumers commit their offsets (`true`/`false`).
+    #[arg(long)]
+    commit_offsets: Option<bool>,
 }
 
 impl Overrides {
@@ -152,7 +162,8 @@ impl Overrides {
              batch_size => batch_size, linger_ms => linger_ms, compression => compression,
              rate => rate, duration => duration_secs, warmup => warmup_secs,
              max_in_flight => max_in_flight, prefill_secs => prefill_secs,
-             fetch_sessions => fetch_sessions);
+             fetch_sessions => fetch_sessions, group_protocol => group_protocol,
+             consumer_group => consumer_group, commit_offsets => commit_offsets);
     }
 }
 

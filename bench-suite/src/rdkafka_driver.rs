@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -18,8 +18,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::clock::now_ns;
 use crate::workload::keys::{key_hash, message_size, KeyGen, Rng};
 use crate::workload::producer::sleep_until;
-use crate::workload::runner::WorkerCtx;
-use crate::workload::scenario::Acks;
+use crate::workload::runner::{Membership, WorkerCtx};
+use crate::workload::scenario::{Acks, GroupProtocol, Scenario};
 use crate::workload::stats::{Reporter, Role};
 
 /// Delivery callbacks run inside `poll` on the producer's own thread; the mutex is never
@@ -186,26 +186,102 @@ pub fn produce(ctx: WorkerCtx) -> Result<()> {
     Ok(())
 }
 
-/// A consumer thread through librdkafka, manually assigned, no commits.
-pub fn consume(ctx: WorkerCtx) -> Result<()> {
-    let s = &ctx.scenario;
-    let consumer: BaseConsumer = base_config(&ctx)
-        .set("group.id", "corelog-bench-rdkafka")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", s.fetch_max_wait_ms.to_string())
-        .set("fetch.min.bytes", "1")
-        .create()
-        .context("creating the librdkafka consumer")?;
-    let mut tpl = TopicPartitionList::new();
-    for &p in &ctx.partitions {
-        let info = &ctx.layout.partitions[p];
-        tpl.add_partition_offset(
-            &ctx.layout.topics[info.topic],
-            info.partition,
-            Offset::Offset(ctx.start_offsets[p]),
-        )?;
+/// Creates `n` consumers in the scenario's group (librdkafka's defaults, `group.protocol`
+/// as the scenario says, reading a new group's partitions from the earliest offset) and
+/// polls them until every partition is assigned. Each is then paused until its thread
+/// resumes it at the start of the run, so the time a group takes to form (the classic
+/// protocol's initial rebalance delay: 3 s on Kafka and corelog) is not measured.
+pub fn join_group(
+    bootstrap: &str,
+    s: &Scenario,
+    n: usize,
+    timeout_ms: u64,
+) -> Result<Vec<BaseConsumer>> {
+    let protocol = match s.group_protocol {
+        GroupProtocol::None => bail!("no group protocol"),
+        GroupProtocol::Classic => "classic",
+        GroupProtocol::Consumer => "consumer",
+    };
+    let topics = s.topic_names();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut consumers = Vec::new();
+    for _ in 0..n {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("client.id", "corelog-bench-rdkafka")
+            .set("group.id", &s.consumer_group)
+            .set("group.protocol", protocol)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", s.commit_offsets.to_string());
+        let c: BaseConsumer = config
+            .create()
+            .context("creating a librdkafka group consumer")?;
+        c.subscribe(&topics)?;
+        consumers.push(c);
     }
-    consumer.assign(&tpl)?;
+    let total = s.topics as usize * s.partitions as usize;
+    let deadline = now_ns() + timeout_ms * 1_000_000;
+    let mut paused = vec![false; n];
+    loop {
+        let mut assigned = 0;
+        for (c, paused) in consumers.iter().zip(&mut paused) {
+            if !*paused {
+                // Nothing is fetched before the group assigns partitions, and an assigned
+                // consumer is paused before it is polled again, so this returns no message.
+                if let Some(m) = c.poll(Duration::from_millis(20)) {
+                    m?;
+                    bail!("a consumer got a message while the group was forming");
+                }
+                let mine = c.assignment()?;
+                if mine.count() > 0 {
+                    c.pause(&mine)?;
+                    *paused = true;
+                }
+            }
+            assigned += c.assignment()?.count();
+        }
+        if assigned == total {
+            return Ok(consumers);
+        }
+        if now_ns() > deadline {
+            bail!("the librdkafka group consumers were assigned {assigned} of {total} partitions within {timeout_ms} ms");
+        }
+    }
+}
+
+/// A consumer thread through librdkafka: a paused group member from [`join_group`], or
+/// manually assigned without commits. Consume-only runs seek back to the start of the
+/// filled data whenever a partition reaches its end.
+pub fn consume(mut ctx: WorkerCtx) -> Result<()> {
+    let s = ctx.scenario.clone();
+    let consumer = match ctx.group.take() {
+        Some(Membership::Rdkafka(c)) => {
+            c.resume(&c.assignment()?)?;
+            c
+        }
+        _ => {
+            let consumer: BaseConsumer = base_config(&ctx)
+                .set("group.id", "corelog-bench-rdkafka")
+                .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", s.fetch_max_wait_ms.to_string())
+                .set("fetch.min.bytes", "1")
+                .create()
+                .context("creating the librdkafka consumer")?;
+            let mut tpl = TopicPartitionList::new();
+            for &p in &ctx.partitions {
+                let info = &ctx.layout.partitions[p];
+                tpl.add_partition_offset(
+                    &ctx.layout.topics[info.topic],
+                    info.partition,
+                    Offset::Offset(ctx.start_offsets[p]),
+                )?;
+            }
+            consumer.assign(&tpl)?;
+            consumer
+        }
+    };
+    let replay = ctx.replay_end.as_deref();
     let mut reporter = Reporter::new(ctx.tx.clone(), Role::Consumer, ctx.t0);
     while !ctx.shared.stop_consumers.load(Ordering::Relaxed) {
         if let Some(m) = consumer.poll(Duration::from_millis(50)) {
@@ -213,13 +289,26 @@ pub fn consume(ctx: WorkerCtx) -> Result<()> {
             match m {
                 Ok(m) => {
                     let value = m.payload().unwrap_or_default();
-                    if value.len() >= 8 {
+                    if value.len() >= 8 && replay.is_none() {
                         let sent = u64::from_le_bytes(value[..8].try_into().unwrap());
                         reporter.record(now.saturating_sub(sent));
                     }
                     reporter.msgs += 1;
                     reporter.bytes += value.len() as u64;
                     ctx.shared.consumed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ends) = replay {
+                        // The layout lists each topic's partitions in order.
+                        let ti = ctx.layout.topics.iter().position(|t| t == m.topic());
+                        let pi = ti.map(|ti| ti * s.partitions as usize + m.partition() as usize);
+                        if let Some(pi) = pi.filter(|&pi| m.offset() + 1 >= ends[pi]) {
+                            consumer.seek(
+                                m.topic(),
+                                m.partition(),
+                                Offset::Offset(ctx.start_offsets[pi]),
+                                Duration::from_secs(5),
+                            )?;
+                        }
+                    }
                 }
                 Err(_) => reporter.errors += 1,
             }

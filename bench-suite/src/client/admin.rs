@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
+use uuid::Uuid;
 
 use super::{produce, wire};
 
@@ -62,15 +63,19 @@ pub struct PartitionInfo {
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub topics: Vec<String>,
+    /// Topic ids (Metadata v10+; nil from older brokers), as `topics`.
+    pub topic_ids: Vec<Uuid>,
     pub partitions: Vec<PartitionInfo>,
     pub brokers: BTreeMap<i32, SocketAddr>,
 }
 
-/// A blocking connection for set-up requests.
+/// A blocking connection for set-up requests (and a group member's heartbeats).
 pub struct Admin {
     stream: TcpStream,
     correlation: i32,
     pub versions: Versions,
+    /// Every API the broker serves, with its version range.
+    served: Vec<(i16, i16, i16)>,
 }
 
 impl Admin {
@@ -91,6 +96,7 @@ impl Admin {
                 list_offsets: 0,
                 create_topics: 0,
             },
+            served: Vec::new(),
         };
         admin.versions = admin.negotiate()?;
         Ok(admin)
@@ -106,23 +112,14 @@ impl Admin {
         let version = if error == UNSUPPORTED_VERSION { 0 } else { 3 };
         frame.advance(4);
         let resp = ApiVersionsResponse::decode(&mut frame, version)?;
-        let theirs = |key: ApiKey| {
-            resp.api_keys
-                .iter()
-                .find(|k| k.api_key == key as i16)
-                .map(|k| (k.min_version, k.max_version))
-        };
+        self.served = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
         let mut picked = [0i16; 5];
         for (slot, (key, min, max)) in picked.iter_mut().zip(OURS) {
-            let (their_min, their_max) =
-                theirs(key).with_context(|| format!("broker does not serve {key:?}"))?;
-            let v = max.min(their_max);
-            if v < min.max(their_min) {
-                bail!(
-                    "no common {key:?} version: ours {min}-{max}, broker {their_min}-{their_max}"
-                );
-            }
-            *slot = v;
+            *slot = self.pick_version(key, min, max)?;
         }
         Ok(Versions {
             produce: picked[0],
@@ -131,6 +128,20 @@ impl Admin {
             list_offsets: picked[3],
             create_topics: picked[4],
         })
+    }
+
+    /// The highest version of `key` in `min..=max` that the broker serves.
+    pub fn pick_version(&self, key: ApiKey, min: i16, max: i16) -> Result<i16> {
+        let &(_, their_min, their_max) = self
+            .served
+            .iter()
+            .find(|(k, _, _)| *k == key as i16)
+            .with_context(|| format!("broker does not serve {key:?}"))?;
+        let v = max.min(their_max);
+        if v < min.max(their_min) {
+            bail!("no common {key:?} version: ours {min}-{max}, broker {their_min}-{their_max}");
+        }
+        Ok(v)
     }
 
     /// Sends one request and returns its whole response frame (correlation id first).
@@ -149,7 +160,8 @@ impl Admin {
         Ok(Bytes::from(frame))
     }
 
-    fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
+    /// Sends one request and waits for its response.
+    pub fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
         let frame = self.exchange(req, version)?;
         wire::decode_response::<R>(frame, version, self.correlation)
     }
@@ -167,7 +179,6 @@ impl Admin {
         self.call(&req, self.versions.metadata)
     }
 
-    /// Creates the topics that do not exist yet, each with `partitions` partitions.
     /// Creates the topics that do not exist yet; returns how many it created.
     pub fn create_topics(&mut self, topics: &[String], partitions: i32) -> Result<usize> {
         let req = CreateTopicsRequest::default()
@@ -290,6 +301,7 @@ fn layout(topics: &[String], partitions: i32, md: &MetadataResponse) -> Result<O
         brokers.insert(b.node_id.0, addr);
     }
     let mut out = Vec::new();
+    let mut topic_ids = Vec::new();
     for (ti, name) in topics.iter().enumerate() {
         let Some(t) = md
             .topics
@@ -308,6 +320,7 @@ fn layout(topics: &[String], partitions: i32, md: &MetadataResponse) -> Result<O
                 t.partitions.len()
             );
         }
+        topic_ids.push(t.topic_id);
         let mut parts: Vec<_> = t.partitions.iter().collect();
         parts.sort_by_key(|p| p.partition_index);
         for p in parts {
@@ -323,6 +336,7 @@ fn layout(topics: &[String], partitions: i32, md: &MetadataResponse) -> Result<O
     }
     Ok(Some(Layout {
         topics: topics.to_vec(),
+        topic_ids,
         partitions: out,
         brokers,
     }))

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod batch;
 pub mod conn;
+pub mod group;
 pub mod produce;
 pub mod records;
 pub mod varint;

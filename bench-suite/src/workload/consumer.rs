@@ -1,4 +1,5 @@
-//! The tailing consumer: manually assigned partitions, one Fetch in flight per broker
+//! The tailing consumer: manually assigned partitions (or those a KIP-848 group assigns,
+//! see [`crate::client::group`]), one Fetch in flight per broker
 //! connection (the next fetch needs the offsets this one returns), long polls so a record is
 //! handed over as soon as the broker has it. End-to-end latency is receipt time minus the
 //! intended send time the producer wrote into the first 8 bytes of the value.
@@ -18,7 +19,7 @@ use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::runner::WorkerCtx;
+use super::runner::{Membership, WorkerCtx};
 use super::stats::{Reporter, Role};
 use crate::client::conn::{poll, Conn};
 use crate::client::records::for_each_record;
@@ -118,8 +119,13 @@ impl ConsumerConn {
     }
 }
 
-/// Runs a consumer thread until the driver says the run has drained.
-pub fn run(ctx: WorkerCtx) -> Result<()> {
+/// Connections to the leaders of `partitions` (layout indices), each fetching from
+/// `offset(partition)`.
+fn connect(
+    ctx: &WorkerCtx,
+    partitions: &[usize],
+    offset: impl Fn(usize) -> i64,
+) -> Result<Vec<ConsumerConn>> {
     let s = &ctx.scenario;
     let mut conns = Vec::new();
     for (&broker, &addr) in &ctx.layout.brokers {
@@ -130,7 +136,7 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
             .with_max_bytes(s.fetch_max_bytes);
         let mut slots = HashMap::new();
         let mut layout_index: Vec<Vec<usize>> = Vec::new();
-        for &pi in &ctx.partitions {
+        for &pi in partitions {
             let info = &ctx.layout.partitions[pi];
             if info.leader != broker {
                 continue;
@@ -153,7 +159,7 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
             parts.push(
                 FetchPartition::default()
                     .with_partition(info.partition)
-                    .with_fetch_offset(ctx.start_offsets[pi])
+                    .with_fetch_offset(offset(pi))
                     .with_partition_max_bytes(s.partition_max_bytes),
             );
         }
@@ -171,10 +177,61 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
             });
         }
     }
+    Ok(conns)
+}
+
+/// The next offset to fetch of every partition the connections read, by layout index.
+fn positions(conns: &[ConsumerConn]) -> Vec<(usize, i64)> {
+    conns
+        .iter()
+        .flat_map(|c| {
+            c.request
+                .topics
+                .iter()
+                .zip(&c.layout_index)
+                .flat_map(|(t, idx)| idx.iter().zip(&t.partitions))
+                .map(|(&pi, p)| (pi, p.fetch_offset))
+        })
+        .collect()
+}
+
+/// Runs a consumer thread until the driver says the run has drained.
+pub fn run(mut ctx: WorkerCtx) -> Result<()> {
+    let s = ctx.scenario.clone();
+    let mut group = match ctx.group.take() {
+        Some(Membership::Builtin(m)) => Some(m),
+        _ => None,
+    };
+    let mut conns = connect(&ctx, &ctx.partitions, |pi| ctx.start_offsets[pi])?;
+    let mut next_heartbeat = group
+        .as_ref()
+        .map_or(u64::MAX, |g| now_ns() + g.interval_ms * 1_000_000);
 
     let mut reporter = Reporter::new(ctx.tx.clone(), Role::Consumer, ctx.t0);
     let mut fds = Vec::with_capacity(conns.len());
     while !ctx.shared.stop_consumers.load(Ordering::Relaxed) {
+        if let Some(member) = group.as_mut().filter(|_| now_ns() >= next_heartbeat) {
+            let held = positions(&conns);
+            if s.commit_offsets {
+                member.commit(&ctx.layout, &held)?;
+            }
+            if member.heartbeat(&ctx.layout)? {
+                // A new assignment: stop fetching what was taken away (in-flight fetches
+                // go with their connections) and keep the positions of what stays;
+                // partitions new to this member start where the run's reading starts.
+                let wanted: Vec<usize> = member.owned.iter().copied().collect();
+                let offset = |pi| {
+                    held.iter()
+                        .find(|(p, _)| *p == pi)
+                        .map_or(ctx.start_offsets[pi], |&(_, o)| o)
+                };
+                conns = connect(&ctx, &wanted, offset)?;
+                // Acknowledge at once: others may be waiting for what this member released.
+                next_heartbeat = now_ns();
+            } else {
+                next_heartbeat = now_ns() + member.interval_ms * 1_000_000;
+            }
+        }
         for c in conns.iter_mut() {
             if c.in_flight.is_none() {
                 c.put_fetch(s.fetch_sessions, ctx.versions.fetch)?;
@@ -185,8 +242,12 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
         reporter.tick(now);
         fds.clear();
         fds.extend(conns.iter().map(|c| c.conn.pollfd()));
-        // Wake at least every 50 ms to notice the stop flag.
-        let timeout = reporter.deadline().saturating_sub(now).min(50_000_000);
+        // Wake at least every 50 ms to notice the stop flag, and in time to heartbeat.
+        let timeout = reporter
+            .deadline()
+            .min(next_heartbeat)
+            .saturating_sub(now)
+            .min(50_000_000);
         poll(&mut fds, timeout)?;
         let now = now_ns();
         for (c, fd) in conns.iter_mut().zip(&fds) {
@@ -204,6 +265,12 @@ pub fn run(ctx: WorkerCtx) -> Result<()> {
         }
     }
     reporter.finish();
+    if let Some(mut member) = group {
+        if s.commit_offsets {
+            member.commit(&ctx.layout, &positions(&conns))?;
+        }
+        member.leave(&ctx.layout)?;
+    }
     Ok(())
 }
 

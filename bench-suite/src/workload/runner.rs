@@ -12,15 +12,19 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
-use super::scenario::{Rate, Scenario};
+use super::scenario::{GroupProtocol, Rate, Scenario};
 use super::stats::{new_histogram, Interval, Role, TICK_NS};
 use crate::client::admin::{Admin, Layout, Versions};
+use crate::client::group::{self, GroupMember};
 use crate::clock::now_ns;
 use crate::report::{proc_stats, BrokerUsage, Percentiles, RunSummary, Throughput, TickPoint};
 
 /// Partitions a run must create for the broker's RSS growth to be reported per partition:
 /// below this, allocator noise outweighs what one partition costs.
 const MIN_PARTITIONS_FOR_RSS: u64 = 1000;
+
+/// How long built-in group consumers may take to join and settle before a run.
+const GROUP_SETTLE_TIMEOUT_MS: u64 = 30_000;
 
 /// Which client drives the load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +49,16 @@ pub struct RunOptions {
     pub progress: bool,
     /// The command line, for the report.
     pub command: String,
+}
+
+/// A consumer's place in a consumer group, taken before the run starts.
+pub enum Membership {
+    /// A built-in consumer's KIP-848 membership (the worker's `partitions` are its
+    /// assignment).
+    Builtin(GroupMember),
+    /// A subscribed librdkafka consumer, paused on its assignment.
+    #[cfg(feature = "rdkafka")]
+    Rdkafka(rdkafka::consumer::BaseConsumer),
 }
 
 /// State the driver and its workers share.
@@ -74,6 +88,8 @@ pub struct WorkerCtx {
     pub replay_end: Option<Arc<Vec<i64>>>,
     /// This producer's share of the target rate (msg/s); `None` at max rate.
     pub rate: Option<f64>,
+    /// A consumer's group membership, joined and settled before t0.
+    pub group: Option<Membership>,
     pub t0: u64,
     pub end: u64,
     pub drain_deadline: u64,
@@ -119,10 +135,6 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
 /// Fills the topics at max rate for `prefill_secs`, then measures the consumers alone
 /// reading that data (from the page cache) for `duration_secs`.
 fn consume_only(s: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
-    if opts.driver != Driver::Builtin {
-        // Rewinding at the filled end is the built-in consumer's.
-        bail!("consume-only scenarios (prefill_secs) run with the builtin driver");
-    }
     let mut admin = Admin::connect(resolve(&opts.bootstrap)?)?;
     let (layout, _) = admin.ensure_topics(&s.topic_names(), s.partitions as i32)?;
     let from = admin.list_offsets(&layout, -1)?;
@@ -193,6 +205,38 @@ fn run_once(
     };
     let versions = admin.versions;
     drop(admin);
+    // Group members join before the clock starts, so the time the group takes to settle
+    // is not counted against the consumers.
+    let members: Vec<Membership> = match (s.group_protocol, opts.driver) {
+        _ if s.consumers == 0 => Vec::new(),
+        (GroupProtocol::None, _) => Vec::new(),
+        (GroupProtocol::Classic, Driver::Builtin) => {
+            bail!("the builtin consumers speak the KIP-848 group protocol (`consumer`) only")
+        }
+        (GroupProtocol::Consumer, Driver::Builtin) => group::join_settled(
+            resolve(&opts.bootstrap)?,
+            &s.consumer_group,
+            &layout,
+            s.consumers as usize,
+            GROUP_SETTLE_TIMEOUT_MS,
+        )?
+        .into_iter()
+        .map(Membership::Builtin)
+        .collect(),
+        #[cfg(feature = "rdkafka")]
+        (_, Driver::Rdkafka) => crate::rdkafka_driver::join_group(
+            &opts.bootstrap,
+            s,
+            s.consumers as usize,
+            GROUP_SETTLE_TIMEOUT_MS,
+        )?
+        .into_iter()
+        .map(Membership::Rdkafka)
+        .collect(),
+        #[cfg(not(feature = "rdkafka"))]
+        (_, Driver::Rdkafka) => bail!("built without the `rdkafka` feature"),
+    };
+    let mut members = members.into_iter();
 
     let scenario = Arc::new(s.clone());
     let shared = Arc::new(Shared::default());
@@ -219,7 +263,7 @@ fn run_once(
     let t0 = now_ns() + 200_000_000 + conns * 100_000;
     let end = t0 + s.duration_secs * TICK_NS;
     let drain_deadline = end + s.drain_secs.max(1) * TICK_NS;
-    let ctx = |id: usize, partitions: Vec<usize>, rate: Option<f64>| WorkerCtx {
+    let ctx = |id: usize, partitions: Vec<usize>, rate: Option<f64>, group| WorkerCtx {
         id,
         scenario: scenario.clone(),
         layout: layout.clone(),
@@ -229,6 +273,7 @@ fn run_once(
         start_offsets: start_offsets.clone(),
         replay_end: replay_end.clone(),
         rate,
+        group,
         t0,
         end,
         drain_deadline,
@@ -243,12 +288,20 @@ fn run_once(
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let (name, body): (String, Box<dyn FnOnce() -> Result<()> + Send>) =
             if i < s.consumers as usize {
-                let c = ctx(i, share(i, s.consumers as usize), None);
+                let c = match members.next() {
+                    Some(Membership::Builtin(m)) => {
+                        let owned = m.owned.iter().copied().collect();
+                        ctx(i, owned, None, Some(Membership::Builtin(m)))
+                    }
+                    #[cfg(feature = "rdkafka")]
+                    Some(other) => ctx(i, Vec::new(), None, Some(other)),
+                    None => ctx(i, share(i, s.consumers as usize), None, None),
+                };
                 (format!("consumer-{i}"), consumer_body(opts.driver, c)?)
             } else {
                 let p = i - s.consumers as usize;
                 let rate = target_rate.map(|r| r / f64::from(s.producers));
-                let c = ctx(p, share(p, s.producers as usize), rate);
+                let c = ctx(p, share(p, s.producers as usize), rate, None);
                 (format!("producer-{p}"), producer_body(opts.driver, c)?)
             };
         let shared = shared.clone();

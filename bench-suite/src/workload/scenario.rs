@@ -50,6 +50,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "consume-100b-max",
         include_str!("../../scenarios/consume-100b-max.toml"),
     ),
+    (
+        "consume-100b-group",
+        include_str!("../../scenarios/consume-100b-group.toml"),
+    ),
 ];
 
 /// One workload.
@@ -68,8 +72,17 @@ pub struct Scenario {
     pub producers: u32,
     /// Connections each producer thread opens to each broker; partitions are spread over them.
     pub connections_per_producer: u32,
-    /// Consumer threads; partitions are assigned to them manually (no group).
+    /// Consumer threads; without a `group_protocol` partitions are assigned to them
+    /// manually (round robin).
     pub consumers: u32,
+    /// How consumers share the partitions: `none` (manual assignment), `consumer` (KIP-848:
+    /// they join `consumer_group` with ConsumerGroupHeartbeat and read what the broker
+    /// assigns) or `classic` (JoinGroup/SyncGroup, `--driver rdkafka` only).
+    pub group_protocol: GroupProtocol,
+    /// The consumer group's id when `group_protocol` is not `none`.
+    pub consumer_group: String,
+    /// Group consumers commit their offsets at every heartbeat and when they stop.
+    pub commit_offsets: bool,
     pub message_size: MessageSize,
     pub keys: KeyDistribution,
     /// Distinct keys when `keys` is not `none`.
@@ -117,6 +130,9 @@ impl Default for Scenario {
             producers: 1,
             connections_per_producer: 1,
             consumers: 1,
+            group_protocol: GroupProtocol::None,
+            consumer_group: "corelog-bench".into(),
+            commit_offsets: false,
             message_size: MessageSize::Fixed(100),
             keys: KeyDistribution::None,
             key_space: 10_000,
@@ -171,6 +187,9 @@ impl Scenario {
         }
         if self.prefill_secs > 0 && (self.producers == 0 || self.consumers == 0) {
             bail!("a consume-only run (prefill_secs) needs producers to fill and consumers");
+        }
+        if self.group_protocol != GroupProtocol::None && self.consumer_group.is_empty() {
+            bail!("a group_protocol needs a consumer_group");
         }
         if self.connections_per_producer == 0 || self.max_in_flight == 0 {
             bail!("connections_per_producer and max_in_flight must be at least 1");
@@ -264,6 +283,19 @@ impl FromStr for KeyDistribution {
             _ => bail!("unknown key distribution {s:?} (none, uniform, zipf)"),
         })
     }
+}
+
+/// How consumers divide the partitions among themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// No group: partitions are assigned manually.
+    None,
+    /// The classic protocol (JoinGroup/SyncGroup, client-side assignment), librdkafka's
+    /// default.
+    Classic,
+    /// KIP-848 (ConsumerGroupHeartbeat, broker-side assignment).
+    Consumer,
 }
 
 /// Produce acknowledgement level.
@@ -434,6 +466,8 @@ mod tests {
             rate = "50%"
             keys = "zipf"
             compression = "zstd"
+            group_protocol = "consumer"
+            consumer_group = "g"
             "#,
         )
         .unwrap();
@@ -442,6 +476,8 @@ mod tests {
         assert_eq!(s.rate, Rate::FractionOfMax(0.5));
         assert_eq!(s.keys, KeyDistribution::Zipf);
         assert_eq!(s.compression, Compression::Zstd);
+        assert_eq!(s.group_protocol, GroupProtocol::Consumer);
+        assert_eq!(s.consumer_group, "g");
         assert_eq!(s.partitions, Scenario::default().partitions);
         assert_eq!(s.topic_names(), ["t-16p-0"]);
 
@@ -458,6 +494,7 @@ mod tests {
             "unknown keys are errors"
         );
         assert!(Scenario::parse("acks = 2").is_err());
+        assert!(Scenario::parse("group_protocol = \"consumer\"\nconsumer_group = \"\"").is_err());
         assert!(Scenario::parse("rate = \"150%\"").is_err());
         assert!(Scenario::parse("duration_secs = 3\nwarmup_secs = 3").is_err());
         assert!(Scenario::parse("message_size = { min = 10, max = 5 }").is_err());
