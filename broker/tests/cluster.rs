@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::cluster::{connect, Cluster, CLUSTER_TIMEOUT};
 use common::fault_proxy::{connect_from, FaultProxy, Source};
-use corelog_client::admin::NewTopic;
 use corelog_client::records::{record, FetchPosition, ProduceOptions};
 use corelog_client::Client;
 use kafka_protocol::records::Compression;
@@ -192,22 +191,6 @@ fn proxy_delay_holds_chunks_of_that_source_only() {
 // --- cluster helpers ------------------------------------------------------------------
 
 const PARTITIONS: i32 = 3;
-
-fn create_topic(cluster: &Cluster, name: &str, partitions: i32, replication_factor: i16) {
-    let topic = NewTopic {
-        name: name.into(),
-        partitions,
-        replication_factor,
-        configs: Vec::new(),
-    };
-    cluster
-        .client()
-        .create_topic(&topic, false)
-        .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
-    for p in 0..partitions {
-        cluster.wait_for_leader(name, p);
-    }
-}
 
 /// One client per producer, rebuilt after any failure: a broker it talked to may be dead,
 /// paused or no longer the leader, and a fresh client asks for fresh metadata.
@@ -466,7 +449,7 @@ fn nemesis(cluster: &mut Cluster, topic: &str, until: Instant) -> Vec<String> {
 fn acknowledged_writes_survive_kills_pauses_and_partitions() {
     let mut cluster = Cluster::start(3, 1, &[]);
     let topic = "jepsen";
-    create_topic(&cluster, topic, PARTITIONS, 3);
+    cluster.create_topic(topic, PARTITIONS, 3);
 
     let bootstrap = cluster.bootstrap();
     let until = Instant::now() + PRODUCE_FOR;
@@ -629,11 +612,11 @@ fn shape(cluster: &Cluster, topic: &str) -> (uuid::Uuid, Vec<Vec<i32>>) {
 #[test]
 fn controller_quorum_survives_a_broker_and_a_full_restart() {
     let mut cluster = Cluster::start(3, 1, &[]);
-    create_topic(&cluster, "before", PARTITIONS, 3);
+    cluster.create_topic("before", PARTITIONS, 3);
 
     // Two voters of three are a quorum: topics can still be created.
     cluster.kill9(3);
-    create_topic(&cluster, "during", 2, 2);
+    cluster.create_topic("during", 2, 2);
     cluster.restart(3);
 
     let shapes: BTreeMap<&str, _> = ["before", "during"]
@@ -658,7 +641,7 @@ fn controller_quorum_survives_a_broker_and_a_full_restart() {
 fn failover_after_leader_kill() {
     let mut cluster = Cluster::start(3, 1, &[]);
     let topic = "failover";
-    create_topic(&cluster, topic, 1, 3);
+    cluster.create_topic(topic, 1, 3);
     let mut producer = Producer::new(cluster.bootstrap());
     let deadline = Instant::now() + CLUSTER_TIMEOUT;
     let (_, first) = producer.produce_until(topic, 0, "before", deadline);
@@ -708,7 +691,7 @@ fn committed(cluster: &Cluster, group: &str, topic: &str) -> Option<Vec<(i32, i6
 fn coordinator_failover_keeps_committed_offsets() {
     let mut cluster = Cluster::start(3, 1, &[]);
     let (topic, group) = ("orders", "billing");
-    create_topic(&cluster, topic, PARTITIONS, 3);
+    cluster.create_topic(topic, PARTITIONS, 3);
     let commits: Vec<(String, i32, i64)> = (0..PARTITIONS)
         .map(|p| (topic.to_string(), p, 10 * i64::from(p + 1)))
         .collect();
@@ -756,7 +739,7 @@ fn controlled_shutdown_hands_over_and_the_preferred_leader_returns() {
         ],
     );
     let topic = "handover";
-    create_topic(&cluster, topic, 1, 3);
+    cluster.create_topic(topic, 1, 3);
     cluster.wait_for_full_isr(topic, 1);
     let preferred = cluster.partition(topic, 0).unwrap().replicas[0];
     cluster.wait_until("the preferred replica leading", || {
@@ -934,7 +917,7 @@ fn topics_are_created_while_a_minority_is_cut_off() {
         .unwrap();
 
     cluster.isolate(follower);
-    create_topic(&cluster, "cut-follower", 2, 3);
+    cluster.create_topic("cut-follower", 2, 3);
     assert_eq!(cluster.active_controller(), Some(controller));
     cluster.heal_all();
     // The ISR may still name the follower from the topic's creation: what proves it caught
@@ -950,7 +933,7 @@ fn topics_are_created_while_a_minority_is_cut_off() {
         cluster.active_controller().filter(|&c| c != controller)
     });
     let elected = isolated.elapsed();
-    create_topic(&cluster, "cut-controller", 2, 3);
+    cluster.create_topic("cut-controller", 2, 3);
     println!(
         "controller {controller} isolated: {successor} active after {} ms, a topic created after {} ms",
         elected.as_millis(),

@@ -6,7 +6,6 @@ mod common;
 
 use common::cluster::{Cluster, REQUEST_TIMEOUT};
 use common::{batch, decode_values, produce_request};
-use corelog_client::admin::NewTopic;
 use corelog_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use corelog_client::kafka_protocol::messages::{
     fetch_response, BrokerId, FetchRequest, FetchResponse, TopicName,
@@ -34,16 +33,7 @@ fn address(cluster: &Cluster, n: i32) -> String {
 
 /// Creates a one-partition topic and waits until its whole replica set is in sync.
 fn create_topic(cluster: &Cluster, name: &str, replication_factor: i16) -> (TopicInfo, i32) {
-    let topic = NewTopic {
-        name: name.into(),
-        partitions: 1,
-        replication_factor,
-        configs: Vec::new(),
-    };
-    cluster
-        .client()
-        .create_topic(&topic, false)
-        .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+    cluster.create_topic(name, 1, replication_factor);
     let leader = cluster.wait_until(&format!("a full ISR of {name}"), || {
         let info = cluster.partition(name, 0)?;
         let full = info.isr.len() == replication_factor as usize;

@@ -14,7 +14,7 @@ use corelog_replication::isr::{LeaderAndIsr, ReplicaTracker};
 
 use super::messages::{AppendResult, EpochResult, FetchQuery, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
-use crate::log::{LogConfig, PartitionLog, RecordBatchHeader};
+use crate::log::{AppendInfo, LogConfig, PartitionLog, RecordBatchHeader};
 use crate::metadata::{base64_url, write_atomically, TopicMeta};
 use crate::metrics::{PartitionCounters, PartitionSnapshot, ShardMetrics};
 
@@ -155,13 +155,7 @@ impl Partition {
                 let log_end_offset = log.log_end_offset();
                 drop(log);
                 self.on_leader_append(log_end_offset);
-                self.metrics
-                    .count(&self.counters.bytes_in, records.len() as u64);
-                self.metrics.count(
-                    &self.counters.records_in,
-                    (info.last_offset - info.base_offset + 1) as u64,
-                );
-                self.appended.notify(usize::MAX);
+                self.on_appended(records, &info);
                 let log = self.log.borrow();
                 AppendResult {
                     error_code: 0,
@@ -499,6 +493,13 @@ impl Partition {
             .borrow_mut()
             .append_replicated(records)
             .map_err(|e| e.to_string())?;
+        self.on_appended(records, &info);
+        self.update_follower_high_watermark(leader_high_watermark, leader_log_start_offset);
+        Ok(())
+    }
+
+    /// Counts an append, by the leader or a follower, and wakes the fetches waiting for it.
+    fn on_appended(&self, records: &Bytes, info: &AppendInfo) {
         self.metrics
             .count(&self.counters.bytes_in, records.len() as u64);
         self.metrics.count(
@@ -506,8 +507,6 @@ impl Partition {
             (info.last_offset - info.base_offset + 1) as u64,
         );
         self.appended.notify(usize::MAX);
-        self.update_follower_high_watermark(leader_high_watermark, leader_log_start_offset);
-        Ok(())
     }
 
     pub fn update_follower_high_watermark(

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use corelog_client::admin::NewTopic;
 use corelog_client::{Client, Options, PartitionInfo, TopicInfo, Topics};
 
 use super::fault_proxy::{FaultProxy, Source};
@@ -160,6 +161,23 @@ impl Cluster {
             .map(|n| self.node(*n).broker.addr.to_string())
             .collect();
         connect(&addrs).expect("no broker of the cluster answers")
+    }
+
+    /// Creates a topic through any reachable broker and waits until every partition has
+    /// a leader.
+    pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16) {
+        let topic = NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        };
+        self.client()
+            .create_topic(&topic, false)
+            .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+        for p in 0..partitions {
+            self.wait_for_leader(name, p);
+        }
     }
 
     /// The topic as broker `n` describes it, if `n` answers and knows it.
