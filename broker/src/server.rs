@@ -5,8 +5,12 @@
 //! task per request, passing the task handles in arrival order through a bounded queue;
 //! the writer awaits them in that order. Requests on one connection thus run concurrently
 //! (pipelining) while responses leave in request order, and the queue bound limits the
-//! requests in flight per connection.
+//! requests in flight per connection. Because of that order, a fetch long poll ends early
+//! once a later request's answer is ready ([`AnswerOrder`]): waiting on would only hold
+//! that answer back. Followers rely on this to keep several fetches in flight on one
+//! connection.
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -113,6 +117,8 @@ async fn serve_connection(
         writer.flush().await
     });
 
+    let order = Rc::new(AnswerOrder::default());
+    let mut sequence = 0u64;
     let max_frame = shard.config.socket_request_max_bytes;
     // One stop future for the connection's life, polled alongside each read.
     let mut stopping = std::pin::pin!(shard.stopping());
@@ -124,48 +130,23 @@ async fn serve_connection(
             // The broker is stopping: answer what is in flight, read nothing more.
             futures::future::Either::Right(_) => break Ok(()),
         };
-        let task = match prepare(&shard, &peer, frame) {
+        sequence += 1;
+        let place = QueuePlace {
+            order: order.clone(),
+            sequence,
+        };
+        let reply = match prepare(&shard, &peer, frame, place.clone()) {
             Ok(Prepared::Immediate(response)) => {
-                corelog_io::spawn_local(async move { Reply::Frame(response) })
+                futures::future::Either::Left(futures::future::ready(Reply::Frame(response)))
             }
-            Ok(Prepared::Handle {
-                ctx,
-                request,
-                api_key,
-                correlation_id,
-                respond,
-            }) => corelog_io::spawn_local(async move {
-                let started = std::time::Instant::now();
-                let request = match (*request, ctx.shard.config.fetch_zero_copy_min_bytes) {
-                    (RequestKind::Fetch(fetch), Some(copy_below)) => {
-                        return zero_copy_fetch(&ctx, fetch, correlation_id, copy_below, started)
-                            .await;
-                    }
-                    (request, _) => request,
-                };
-                let Some(response) = handlers::dispatch(&ctx, request).await else {
-                    return Reply::Close;
-                };
-                record_metrics(&ctx.shard.metrics, api_key, started.elapsed(), &response);
-                if !respond {
-                    return Reply::Nothing;
-                }
-                match protocol::encode_response(api_key, ctx.api_version, correlation_id, &response)
-                {
-                    Ok(frame) => Reply::Frame(frame),
-                    Err(e) => {
-                        // A broker bug; closing lets the client retry at once instead of
-                        // waiting out its request timeout.
-                        tracing::error!(
-                            "cannot encode {api_key:?} v{} response, closing the connection: {e}",
-                            ctx.api_version
-                        );
-                        Reply::Close
-                    }
-                }
-            }),
+            Ok(Prepared::Handle(handle)) => futures::future::Either::Right(answer(handle)),
             Err(e) => break Err(e),
         };
+        let task = corelog_io::spawn_local(async move {
+            let reply = reply.await;
+            place.order.answered(place.sequence);
+            reply
+        });
         if queue.send(task).await.is_err() {
             // The writer stopped: the socket failed.
             break Ok(());
@@ -176,6 +157,43 @@ async fn serve_connection(
     let written = writer_task.await;
     outcome?;
     written.map_err(FrameError::Io)
+}
+
+/// Runs a decoded request's handler and encodes its answer.
+async fn answer(handle: Handle) -> Reply {
+    let Handle {
+        ctx,
+        request,
+        api_key,
+        correlation_id,
+        respond,
+    } = handle;
+    let started = std::time::Instant::now();
+    let request = match (*request, ctx.shard.config.fetch_zero_copy_min_bytes) {
+        (RequestKind::Fetch(fetch), Some(copy_below)) => {
+            return zero_copy_fetch(&ctx, fetch, correlation_id, copy_below, started).await;
+        }
+        (request, _) => request,
+    };
+    let Some(response) = handlers::dispatch(&ctx, request).await else {
+        return Reply::Close;
+    };
+    record_metrics(&ctx.shard.metrics, api_key, started.elapsed(), &response);
+    if !respond {
+        return Reply::Nothing;
+    }
+    match protocol::encode_response(api_key, ctx.api_version, correlation_id, &response) {
+        Ok(frame) => Reply::Frame(frame),
+        Err(e) => {
+            // A broker bug; closing lets the client retry at once instead of waiting out
+            // its request timeout.
+            tracing::error!(
+                "cannot encode {api_key:?} v{} response, closing the connection: {e}",
+                ctx.api_version
+            );
+            Reply::Close
+        }
+    }
 }
 
 /// Serves a Fetch whose record ranges go out with sendfile.
@@ -219,18 +237,67 @@ enum Reply {
 
 enum Prepared {
     Immediate(Bytes),
-    Handle {
-        ctx: RequestContext,
-        request: Box<RequestKind>,
-        api_key: ApiKey,
-        correlation_id: i32,
-        /// Produce with acks=0 gets no response at all.
-        respond: bool,
-    },
+    Handle(Handle),
+}
+
+/// A decoded request to hand its handler.
+struct Handle {
+    ctx: RequestContext,
+    request: Box<RequestKind>,
+    api_key: ApiKey,
+    correlation_id: i32,
+    /// Produce with acks=0 gets no response at all.
+    respond: bool,
+}
+
+/// The order of a connection's answers: the highest request sequence number whose answer
+/// is ready, and an event when it rises.
+#[derive(Default)]
+pub struct AnswerOrder {
+    latest_answered: Cell<u64>,
+    answered_event: event_listener::Event,
+}
+
+impl AnswerOrder {
+    fn answered(&self, sequence: u64) {
+        if sequence > self.latest_answered.get() {
+            self.latest_answered.set(sequence);
+            self.answered_event.notify(usize::MAX);
+        }
+    }
+}
+
+/// A request's place among its connection's requests.
+#[derive(Clone)]
+pub struct QueuePlace {
+    order: Rc<AnswerOrder>,
+    sequence: u64,
+}
+
+impl QueuePlace {
+    /// Resolves once a request that arrived after this one has its answer ready, which
+    /// then waits for this one's.
+    pub async fn overtaken(&self) {
+        loop {
+            if self.order.latest_answered.get() > self.sequence {
+                return;
+            }
+            let listener = self.order.answered_event.listen();
+            if self.order.latest_answered.get() > self.sequence {
+                return;
+            }
+            listener.await;
+        }
+    }
 }
 
 /// Decodes a frame into a request we serve, or decides how to refuse it.
-fn prepare(shard: &Rc<Shard>, peer: &Arc<str>, frame: Bytes) -> Result<Prepared, FrameError> {
+fn prepare(
+    shard: &Rc<Shard>,
+    peer: &Arc<str>,
+    frame: Bytes,
+    place: QueuePlace,
+) -> Result<Prepared, FrameError> {
     let prefix = protocol::header_prefix(&frame);
     let (version, correlation_id) = (prefix.api_version, prefix.correlation_id);
     let api_key =
@@ -257,7 +324,7 @@ fn prepare(shard: &Rc<Shard>, peer: &Arc<str>, frame: Bytes) -> Result<Prepared,
     let mut frame = protocol::decode_header(api_key, frame)?;
     let request = protocol::decode_body(&mut frame)?;
     let respond = !matches!(&request, RequestKind::Produce(p) if p.acks == 0);
-    Ok(Prepared::Handle {
+    Ok(Prepared::Handle(Handle {
         ctx: RequestContext {
             shard: shard.clone(),
             api_version: version,
@@ -265,12 +332,13 @@ fn prepare(shard: &Rc<Shard>, peer: &Arc<str>, frame: Bytes) -> Result<Prepared,
                 client_id: frame.header.client_id.take().unwrap_or_default(),
                 client_host: peer.clone(),
             },
+            place,
         },
         request: Box::new(request),
         api_key,
         correlation_id,
         respond,
-    })
+    }))
 }
 
 fn record_metrics(

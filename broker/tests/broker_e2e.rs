@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::{
-    batch, batch_with, decode_values, produce_request, without_assigned_fields, Broker, Client,
+    batch, batch_with, decode_values, fetch_request, produce_request, without_assigned_fields,
+    Broker, Client,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -280,6 +281,30 @@ fn pipelined_responses_keep_request_order() {
         assert_eq!(received, expected);
         assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
     }
+}
+
+/// Answers leave a connection in request order, so a long poll would hold back the answer
+/// of a request sent after it on the same connection: it ends once that answer is ready.
+#[test]
+fn long_poll_ends_once_a_later_request_is_answered() {
+    let broker = Broker::start(2, &[]);
+    let mut client = broker.client();
+    client.create_topic("idle", 2);
+    let sent_at = Instant::now();
+    let poll = client.send(12, &fetch_request("idle", 0, 0, 15_000));
+    let produce = client.send(9, &produce_request("idle", 1, 1, batch(&["v"])));
+    let (received, fetched) = client.receive::<FetchRequest>(12);
+    assert_eq!(received, poll);
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!((partition.error_code, partition.high_watermark), (0, 0));
+    assert!(partition.records.as_ref().is_none_or(|r| r.is_empty()));
+    let (received, produced) = client.receive::<ProduceRequest>(9);
+    assert_eq!(received, produce);
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    assert!(
+        sent_at.elapsed() < Duration::from_secs(10),
+        "the idle fetch waited out its 15 s before the produce's answer could leave"
+    );
 }
 
 #[test]

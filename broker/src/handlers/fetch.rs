@@ -209,7 +209,15 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
             max_bytes,
             Some(waiting),
         );
-        while let Some((slots, results)) = polls.next().await {
+        let mut overtaken = std::pin::pin!(ctx.place.overtaken());
+        loop {
+            let next = match futures::future::select(polls.next(), overtaken.as_mut()).await {
+                futures::future::Either::Left((next, _)) => next,
+                // A later request on this connection is answered: it leaves only after
+                // this one, so stop waiting and answer with what is here.
+                futures::future::Either::Right(_) => break,
+            };
+            let Some((slots, results)) = next else { break };
             let found: usize = results.iter().map(FetchResult::byte_len).sum();
             if found > 0 {
                 gathered += place(&mut responses, &mut records, slots, results);

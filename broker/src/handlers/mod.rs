@@ -44,6 +44,8 @@ pub struct RequestContext {
     pub shard: Rc<Shard>,
     pub api_version: i16,
     pub client: ClientInfo,
+    /// Where the request stands among its connection's, whose answers leave in order.
+    pub place: crate::server::QueuePlace,
 }
 
 /// Who sent a request, as group descriptions report it. `Send`, as group requests travel

@@ -334,18 +334,7 @@ impl Client {
         offset: i64,
         max_wait_ms: i32,
     ) -> (i16, i64, Bytes) {
-        let request = FetchRequest::default()
-            .with_max_wait_ms(max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(50 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.into())))
-                .with_partitions(vec![fetch_request::FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(10 << 20)])]);
-        let response = self.call(12, &request);
+        let response = self.call(12, &fetch_request(topic, partition, offset, max_wait_ms));
         let p = &response.responses[0].partitions[0];
         (
             p.error_code,
@@ -369,6 +358,22 @@ impl Client {
         let p = &response.topics[0].partitions[0];
         (p.error_code, p.offset)
     }
+}
+
+/// A consumer's Fetch (v12) of one partition from `offset`, waiting up to `max_wait_ms`
+/// for a byte.
+pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(10 << 20)])])
 }
 
 pub fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
