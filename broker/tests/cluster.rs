@@ -670,6 +670,30 @@ fn failover_after_leader_kill() {
     );
 }
 
+/// A follower shard fetches from each leader over one connection, with
+/// `replica.fetch.pipeline.depth` fetches in flight on it.
+#[test]
+fn followers_fetch_from_each_leader_over_one_connection() {
+    let cluster = Cluster::start(3, 1, &["replica.fetch.pipeline.depth=4"]);
+    let topic = "links";
+    let partitions = 12;
+    cluster.create_topic(topic, partitions, 3);
+    let mut producer = Producer::new(cluster.bootstrap());
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    // acks=all on every partition: every lane of every link carries data.
+    for partition in 0..partitions {
+        let (_, offset) = producer.produce_until(topic, partition, "v", deadline);
+        assert_eq!(offset, Some(0), "partition {partition}");
+    }
+    cluster.wait_for_full_isr(topic, partitions);
+    for n in cluster.broker_ids() {
+        let leads = (0..partitions).any(|p| cluster.leader_of(topic, p) == Some(n));
+        assert!(leads, "broker {n} leads no partition of {topic}");
+        // One from each of the two other brokers.
+        assert_eq!(cluster.replication_connections(n), 2, "into broker {n}");
+    }
+}
+
 // --- group coordinator failover -------------------------------------------------------
 
 /// The group's committed offsets of `topic`, as (partition, offset), from whichever broker

@@ -62,7 +62,7 @@ pub struct Shard {
     published_index: Cell<u64>,
     published: event_listener::Event,
     /// Connections fetching the partitions this shard follows from their leaders.
-    lanes: RefCell<replicas::Lanes>,
+    leader_links: RefCell<replicas::LeaderLinks>,
     pub connections: Cell<usize>,
     /// The previous run stopped cleanly: logs open without a recovery scan.
     clean_start: bool,
@@ -96,7 +96,7 @@ impl Shard {
             image_applied: event_listener::Event::new(),
             partitions: RefCell::new(HashMap::new()),
             cluster: OnceCell::new(),
-            lanes: RefCell::new(Default::default()),
+            leader_links: RefCell::new(Default::default()),
             published_index: Cell::new(0),
             published: event_listener::Event::new(),
             connections: Cell::new(0),

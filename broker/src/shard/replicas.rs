@@ -1,6 +1,6 @@
 //! Replica roles on a shard: each metadata image says, per partition, who leads under
 //! which epoch and who is in sync. This shard makes its partitions leaders or followers
-//! accordingly, keeps its follower fetch lanes in step, and asks the controller for the
+//! accordingly, keeps its links to leaders in step, and asks the controller for the
 //! ISR changes its leaders want.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,13 +10,13 @@ use std::time::Duration;
 use corelog_replication::isr::LeaderAndIsr;
 use corelog_replication::metadata::{ControllerRequest, ControllerResponse, PartitionState};
 
-use super::follower::{Followed, Lane};
+use super::follower::{Followed, LanePartitions, LeaderLink};
 use super::{now_ms, Partition, Shard, ShardRequest, ShardResponse, CONTROLLER_SHARD};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::{shard_for, MetadataImage};
 
-/// Lanes of this shard: (leader broker, lane number) -> the lane fetching from it.
-pub type Lanes = HashMap<(i32, usize), Rc<Lane>>;
+/// This shard's links to the leaders it follows, by leader broker id.
+pub type LeaderLinks = HashMap<i32, Rc<LeaderLink>>;
 
 /// An ISR change a leader on this shard wants from the controller.
 struct IsrChange {
@@ -43,13 +43,13 @@ pub fn leader_and_isr(state: &PartitionState) -> LeaderAndIsr {
 
 impl Shard {
     /// Gives every partition this shard holds the role `image` assigns, then points the
-    /// follower lanes at the current leaders. Called from `apply_image`, after partitions
-    /// are opened.
+    /// followed partitions' fetch lanes at the current leaders. Called from `apply_image`,
+    /// after partitions are opened.
     pub(super) fn apply_roles(self: &Rc<Self>, image: &MetadataImage) {
         let node_id = self.config.node_id;
         let depth = self.config.cluster.replica_fetch_pipeline_depth;
         let now = now_ms().max(0) as u64;
-        let mut wanted: BTreeMap<(i32, usize), BTreeMap<(String, i32), Followed>> = BTreeMap::new();
+        let mut wanted: BTreeMap<i32, Vec<LanePartitions>> = BTreeMap::new();
         for (name, owned) in self.partitions.borrow().iter() {
             let Some(topic) = image.topic(name) else {
                 continue;
@@ -76,35 +76,38 @@ impl Shard {
                     continue; // no live leader to fetch from: wait for an election
                 }
                 let lane = shard_for(name, index as i32, depth);
-                wanted.entry((state.leader, lane)).or_default().insert(
-                    (name.clone(), index as i32),
-                    Followed {
-                        partition: partition.clone(),
-                        leader_epoch: state.leader_epoch,
-                    },
-                );
+                wanted
+                    .entry(state.leader)
+                    .or_insert_with(|| vec![LanePartitions::new(); depth])[lane]
+                    .insert(
+                        (name.clone(), index as i32),
+                        Followed {
+                            partition: partition.clone(),
+                            leader_epoch: state.leader_epoch,
+                        },
+                    );
             }
         }
-        let mut lanes = self.lanes.borrow_mut();
-        lanes.retain(|key, lane| {
+        let mut links = self.leader_links.borrow_mut();
+        links.retain(|leader, link| {
             let address = image
                 .cluster
                 .brokers
-                .get(&key.0)
+                .get(leader)
                 .map(|b| endpoint(&b.replication));
             let keep =
-                wanted.contains_key(key) && address.as_deref() == Some(lane.address.as_str());
+                wanted.contains_key(leader) && address.as_deref() == Some(link.address.as_str());
             if !keep {
-                lane.set_partitions(BTreeMap::new());
+                link.set_lanes(Vec::new());
             }
             keep
         });
-        for (key, partitions) in wanted {
-            let lane = lanes.entry(key).or_insert_with(|| {
-                let address = endpoint(&image.cluster.brokers[&key.0].replication);
-                Lane::start(self, key.0, address)
+        for (leader, lanes) in wanted {
+            let link = links.entry(leader).or_insert_with(|| {
+                let address = endpoint(&image.cluster.brokers[&leader].replication);
+                LeaderLink::start(self, leader, address)
             });
-            lane.set_partitions(partitions);
+            link.set_lanes(lanes);
         }
     }
 

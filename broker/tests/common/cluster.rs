@@ -219,6 +219,11 @@ impl Cluster {
         })
     }
 
+    /// Connections open to broker `n`'s replication listener (through its proxy).
+    pub fn replication_connections(&self, n: i32) -> usize {
+        self.node(n).replication.open_connections()
+    }
+
     /// Waits (bounded) until every partition of `topic` has every broker in its ISR.
     pub fn wait_for_full_isr(&self, topic: &str, partitions: i32) {
         let everyone: BTreeSet<i32> = self.broker_ids().into_iter().collect();
