@@ -466,6 +466,7 @@ fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
         unclean_leader_election: cluster.unclean_leader_election,
         auto_leader_rebalance: cluster.auto_leader_rebalance,
         leader_rebalance_interval_ms: cluster.leader_imbalance_check_interval_ms,
+        leader_imbalance_percentage: cluster.leader_imbalance_per_broker_percentage,
         max_partitions_per_topic: crate::metadata::MAX_PARTITIONS,
     }
 }

@@ -79,6 +79,9 @@ pub struct ClusterSettings {
     pub unclean_leader_election: bool,
     pub auto_leader_rebalance: bool,
     pub leader_imbalance_check_interval_ms: u64,
+    /// Share of a broker's preferred leaderships (percent) that may sit elsewhere before
+    /// rebalancing moves them back.
+    pub leader_imbalance_per_broker_percentage: u32,
     pub offsets_topic_replication_factor: i16,
     /// Default of the topic setting of the same name.
     pub min_insync_replicas: i32,
@@ -221,6 +224,11 @@ pub const BROKER_SETTINGS: &[SettingSpec] = &[
         name: "leader.imbalance.check.interval.seconds",
         default: "300",
         doc: "How often the controller rebalances leaders.",
+    },
+    SettingSpec {
+        name: "leader.imbalance.per.broker.percentage",
+        default: "10",
+        doc: "Rebalance a broker's leaders only when more than this percentage of the partitions it prefers are led elsewhere.",
     },
     SettingSpec {
         name: "offsets.topic.replication.factor",
@@ -611,6 +619,12 @@ impl ClusterSettings {
                 1,
                 86_400,
             )? * 1000,
+            leader_imbalance_per_broker_percentage: parse_in(
+                "leader.imbalance.per.broker.percentage",
+                get,
+                0,
+                100,
+            )?,
             offsets_topic_replication_factor: parse_in(
                 "offsets.topic.replication.factor",
                 get,
@@ -670,6 +684,9 @@ impl ClusterSettings {
             "auto.leader.rebalance.enable" => self.auto_leader_rebalance.to_string(),
             "leader.imbalance.check.interval.seconds" => {
                 (self.leader_imbalance_check_interval_ms / 1000).to_string()
+            }
+            "leader.imbalance.per.broker.percentage" => {
+                self.leader_imbalance_per_broker_percentage.to_string()
             }
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             _ => return None,

@@ -3,7 +3,7 @@
 //! of one decision as one entry, waits until that entry is applied, and only then hands the
 //! controller its next request or tick, so every decision sees the effects of the previous one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,8 @@ pub struct ControllerSettings {
     pub unclean_leader_election: bool,
     pub auto_leader_rebalance: bool,
     pub leader_rebalance_interval_ms: u64,
+    /// Kafka's leader.imbalance.per.broker.percentage.
+    pub leader_imbalance_percentage: u32,
     pub max_partitions_per_topic: i32,
 }
 
@@ -179,6 +181,7 @@ impl Default for ControllerSettings {
             unclean_leader_election: false,
             auto_leader_rebalance: true,
             leader_rebalance_interval_ms: 300_000,
+            leader_imbalance_percentage: 10,
             max_partitions_per_topic: 10_000,
         }
     }
@@ -405,9 +408,12 @@ impl Controller {
             self.next_rebalance_ms =
                 now_ms.saturating_add(self.settings.leader_rebalance_interval_ms);
             let room = MAX_TICK_RECORDS.saturating_sub(batch.records.len());
+            let imbalanced =
+                imbalanced_brokers(batch.image(), self.settings.leader_imbalance_percentage);
             let moves = partition_changes(batch.image(), room, |image, p| {
                 let preferred = p.replicas[0];
                 let movable = preferred != p.leader
+                    && imbalanced.contains(&preferred)
                     && p.isr.contains(&preferred)
                     && image.is_eligible(preferred);
                 movable.then(|| (preferred, p.isr.clone()))
@@ -987,6 +993,28 @@ fn settle(
 
 /// PartitionChanged records (at most `limit`) for every partition where `decide` returns the
 /// leader and ISR it should have.
+/// Brokers leading too few of the partitions they are the preferred replica of: more than
+/// `percentage` percent of those are led by others (Kafka's per-broker imbalance ratio).
+fn imbalanced_brokers(image: &ClusterImage, percentage: u32) -> BTreeSet<BrokerId> {
+    // Per preferred replica: partitions it is preferred for, and those led elsewhere.
+    let mut counts: BTreeMap<BrokerId, (u64, u64)> = BTreeMap::new();
+    for topic in image.topics.values() {
+        for p in &topic.partitions {
+            let Some(&preferred) = p.replicas.first() else {
+                continue;
+            };
+            let (all, elsewhere) = counts.entry(preferred).or_default();
+            *all += 1;
+            *elsewhere += u64::from(p.leader != preferred);
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, (all, elsewhere))| elsewhere * 100 > all * u64::from(percentage))
+        .map(|(id, _)| id)
+        .collect()
+}
+
 fn partition_changes(
     image: &ClusterImage,
     limit: usize,
@@ -1013,6 +1041,8 @@ fn partition_changes(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::super::sim::Sim;
     use super::*;
 
@@ -1603,6 +1633,39 @@ mod tests {
             code(ResponseError::UnknownTopicOrPartition)
         );
         assert!(sim.image().topic("t").is_none());
+    }
+
+    #[test]
+    fn only_brokers_over_the_imbalance_threshold_get_leaders_back() {
+        let mut sim = Sim::new(ControllerSettings::default());
+        sim.live_brokers(&[1, 2, 3], 3);
+        sim.create("big", 30, 3).unwrap();
+        let mut image = ClusterImage::clone(&sim.image());
+        let preferred_by_1: Vec<usize> = (image.topic("big").unwrap().partitions.iter())
+            .enumerate()
+            .filter(|(_, p)| p.replicas[0] == 1)
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            preferred_by_1.len() >= 5,
+            "placement spreads preferred replicas"
+        );
+        let hand_over = |image: &mut ClusterImage, count: usize| {
+            let topic = Arc::make_mut(image.topics.get_mut("big").unwrap());
+            for &i in &preferred_by_1[..count] {
+                topic.partitions[i].leader = topic.partitions[i].replicas[1];
+            }
+        };
+        assert!(imbalanced_brokers(&image, 10).is_empty());
+        // One of ten or so led elsewhere is within 10 %.
+        hand_over(&mut image, 1);
+        assert!(imbalanced_brokers(&image, 10).is_empty());
+        assert_eq!(imbalanced_brokers(&image, 0), BTreeSet::from([1]));
+        hand_over(&mut image, 3);
+        assert_eq!(imbalanced_brokers(&image, 10), BTreeSet::from([1]));
+        // The ratio never exceeds 100 %: rebalancing off in effect.
+        hand_over(&mut image, preferred_by_1.len());
+        assert!(imbalanced_brokers(&image, 100).is_empty());
     }
 
     #[test]
