@@ -133,6 +133,17 @@ impl ReplicaTracker {
         self.high_watermark
     }
 
+    /// Of `candidates`, the in-sync follower with the longest log, if any has everything
+    /// below the high watermark (Kafka's rack-aware replica selector, KIP-392).
+    pub fn most_caught_up(&self, candidates: &[i32]) -> Option<i32> {
+        self.followers
+            .iter()
+            .filter(|f| candidates.contains(&f.id) && self.isr.contains(&f.id))
+            .filter(|f| f.log_end_offset >= self.high_watermark)
+            .max_by_key(|f| f.log_end_offset)
+            .map(|f| f.id)
+    }
+
     /// The committed ISR.
     pub fn isr(&self) -> &[i32] {
         &self.isr
@@ -291,6 +302,22 @@ mod tests {
         assert_eq!(t.high_watermark(), 95);
         // Unknown replicas are ignored.
         assert_eq!(t.on_follower_fetch(9, 100, 100, 5), None);
+    }
+
+    #[test]
+    fn the_read_replica_is_the_longest_in_sync_log_among_candidates() {
+        let mut four = state(&[1, 2, 3], 0);
+        four.replicas = vec![1, 2, 3, 4];
+        let mut t = ReplicaTracker::new(1, &four, 100, 0, 0);
+        assert_eq!(t.most_caught_up(&[2, 3]), None, "positions unknown");
+        t.on_follower_fetch(2, 90, 100, 1);
+        t.on_follower_fetch(3, 95, 100, 1);
+        t.on_follower_fetch(4, 100, 100, 1); // not in the ISR
+        assert_eq!(t.high_watermark(), 90);
+        assert_eq!(t.most_caught_up(&[2, 3, 4]), Some(3));
+        assert_eq!(t.most_caught_up(&[2, 4]), Some(2));
+        assert_eq!(t.most_caught_up(&[4]), None);
+        assert_eq!(t.most_caught_up(&[]), None);
     }
 
     #[test]

@@ -148,14 +148,8 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
                     ErrorCode::UnknownTopicOrPartition
                 }
                 Ok(meta) => {
-                    let preferred_read_replica = consumer_rack.map_or(-1, |rack| {
-                        preferred_read_replica(
-                            &image,
-                            shard.config.node_id,
-                            meta,
-                            fetch.partition,
-                            rack,
-                        )
+                    let replicas_in_rack = consumer_rack.map_or(Vec::new(), |rack| {
+                        replicas_in_rack(&image, shard.config.node_id, meta, fetch.partition, rack)
                     });
                     per_shard
                         .entry(shard.owner_of(&meta.record.name, fetch.partition))
@@ -170,7 +164,7 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
                                 current_leader_epoch: fetch.current_leader_epoch,
                                 last_fetched_epoch: fetch.last_fetched_epoch,
                                 any_replica,
-                                preferred_read_replica,
+                                replicas_in_rack,
                             },
                         ));
                     ErrorCode::UnknownServerError
@@ -246,15 +240,15 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
 }
 
 /// KIP-392's rack-aware selection, for a consumer in `rack` fetching a partition this
-/// broker leads (by the image; the leader checks again): an in-sync replica in that rack
-/// when the leader is in another one, else -1.
-fn preferred_read_replica(
+/// broker leads (by the image): the other replicas in that rack when the leader is in
+/// another one. The leader picks among them, as only it knows how far each has caught up.
+fn replicas_in_rack(
     image: &MetadataImage,
     local_id: i32,
     topic: &crate::metadata::TopicMeta,
     partition: i32,
     rack: &str,
-) -> i32 {
+) -> Vec<i32> {
     let in_rack = |id: i32| {
         image
             .broker(id)
@@ -262,12 +256,12 @@ fn preferred_read_replica(
     };
     match topic.partition(partition) {
         Some(state) if state.leader == local_id && !in_rack(local_id) => state
-            .isr
+            .replicas
             .iter()
             .copied()
-            .find(|id| *id != local_id && in_rack(*id))
-            .unwrap_or(-1),
-        _ => -1,
+            .filter(|id| *id != local_id && in_rack(*id))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -107,9 +107,9 @@ pub struct FetchQuery {
     /// A consumer's Fetch v11+ (KIP-392): followers serve it too, up to their high
     /// watermark.
     pub any_replica: bool,
-    /// An in-sync replica in the consumer's rack the leader sends it to instead of serving
-    /// it (KIP-392); -1: none.
-    pub preferred_read_replica: i32,
+    /// Replicas in the consumer's rack when the leader is in another one (KIP-392): the
+    /// leader sends the consumer to the most caught-up in-sync one instead of serving it.
+    pub replicas_in_rack: Vec<i32>,
 }
 
 pub struct FetchResult {

@@ -211,12 +211,12 @@ impl Partition {
             return FetchResult::error(code);
         }
         let redirect = match &*self.role.borrow() {
-            Role::Leader { state, .. } => state.isr.contains(&query.preferred_read_replica),
-            _ => false,
+            Role::Leader { tracker, .. } => tracker.most_caught_up(&query.replicas_in_rack),
+            _ => None,
         };
-        if redirect {
+        if let Some(replica) = redirect {
             return FetchResult {
-                preferred_read_replica: query.preferred_read_replica,
+                preferred_read_replica: replica,
                 ..self.empty_read()
             };
         }
