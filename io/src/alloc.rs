@@ -17,7 +17,7 @@ pub struct GuardedAllocator;
 
 unsafe impl GlobalAlloc for GuardedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() < HUGE || layout.align() > PAGE {
+        if is_system(layout) {
             return unsafe { System.alloc(layout) };
         }
         let mapping = unsafe {
@@ -38,12 +38,44 @@ unsafe impl GlobalAlloc for GuardedAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() < HUGE || layout.align() > PAGE {
+        if is_system(layout) {
             unsafe { System.dealloc(ptr, layout) };
         } else {
             unsafe { libc::munmap(ptr.cast(), layout.size()) };
         }
     }
+
+    // The defaults of these two zero with memset and grow by copying; the system's calloc
+    // skips zeroing memory fresh from the kernel, and its realloc often grows in place
+    // (or by mremap).
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_system(layout) {
+            unsafe { System.alloc_zeroed(layout) }
+        } else {
+            // A fresh anonymous mapping is zero.
+            unsafe { self.alloc(layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if is_system(layout) && is_system(new_layout) {
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+/// Served by the system allocator rather than a mapping of our own.
+fn is_system(layout: Layout) -> bool {
+    layout.size() < HUGE || layout.align() > PAGE
 }
 
 #[cfg(test)]
@@ -57,5 +89,28 @@ mod tests {
         assert!(!ptr.is_null());
         unsafe { ptr.write(7) };
         unsafe { GuardedAllocator.dealloc(ptr, layout) };
+    }
+
+    #[test]
+    fn zeroed_and_grown_allocations_keep_their_contents_across_the_threshold() {
+        let small = Layout::from_size_align(4096, 8).unwrap();
+        let ptr = unsafe { GuardedAllocator.alloc_zeroed(small) };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, small.size()) };
+        assert!(bytes.iter().all(|b| *b == 0));
+        bytes[..4].copy_from_slice(b"kept");
+        // Small to huge (a mapping) and back to small.
+        let mut layout = small;
+        let mut ptr = ptr;
+        for new_size in [HUGE + PAGE, 64] {
+            ptr = unsafe { GuardedAllocator.realloc(ptr, layout, new_size) };
+            assert!(!ptr.is_null());
+            assert_eq!(unsafe { std::slice::from_raw_parts(ptr, 4) }, b"kept");
+            layout = Layout::from_size_align(new_size, 8).unwrap();
+        }
+        unsafe { GuardedAllocator.dealloc(ptr, layout) };
+        let huge = Layout::from_size_align(HUGE, 8).unwrap();
+        let ptr = unsafe { GuardedAllocator.alloc_zeroed(huge) };
+        assert_eq!(unsafe { *ptr.add(HUGE - 1) }, 0);
+        unsafe { GuardedAllocator.dealloc(ptr, huge) };
     }
 }
