@@ -116,6 +116,14 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunSummary> {
             if max <= 0.0 {
                 bail!("the max-rate probe produced nothing");
             }
+            // The probe leaves gigabytes of dirty page cache on a local broker; measuring
+            // while the kernel writes them back would charge that writeback to the
+            // broker's latency at the fixed rate.
+            if opts.progress {
+                eprintln!("waiting for the probe's writes to reach the disk (sync)");
+            }
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
             let mut fixed = scenario.clone();
             fixed.rate = Rate::Fixed(max * f);
             if opts.progress {
