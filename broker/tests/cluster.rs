@@ -670,6 +670,65 @@ fn failover_after_leader_kill() {
     );
 }
 
+// --- ISR rejoin ----------------------------------------------------------------------
+
+/// A leader replaced before it appended anything in its epoch comes back a follower
+/// whose latest epoch the new leader never saw: paused past its session, or killed and
+/// restarted (its own metadata log makes it leader in that epoch again for a moment). The
+/// new leader answers its fetches with a divergence that ends at its log end: it must drop
+/// that empty epoch and rejoin, not ask again with it forever.
+#[test]
+fn a_leader_replaced_before_appending_rejoins_the_isr() {
+    let mut cluster = Cluster::start(3, 1, &["leader.imbalance.check.interval.seconds=1"]);
+    let topic = "empty-epoch";
+    cluster.create_topic(topic, 1, 3);
+    cluster.wait_for_full_isr(topic, 1);
+    let preferred = cluster.partition(topic, 0).unwrap().replicas[0];
+    // Asked of another broker: the replaced one's view is stale once it runs again.
+    let witness = cluster
+        .broker_ids()
+        .into_iter()
+        .find(|&n| n != preferred)
+        .unwrap();
+    let seen = |cluster: &Cluster| {
+        let info = cluster.topic_seen_by(witness, topic)?;
+        info.partitions.into_iter().find(|p| p.partition == 0)
+    };
+    let mut producer = Producer::new(cluster.bootstrap());
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    assert_eq!(producer.produce_until(topic, 0, "a", deadline).1, Some(0));
+
+    for pause in [true, false] {
+        // Away and back: the preferred replica leads again, in a new epoch with no batch.
+        cluster.stop(preferred);
+        cluster.restart(preferred);
+        cluster.wait_until("the preferred replica leading again", || {
+            let info = seen(&cluster)?;
+            (info.leader == preferred && info.isr.len() == 3).then_some(())
+        });
+        // Replaced: another replica leads, in an epoch starting where the empty one starts.
+        if pause {
+            cluster.sigstop(preferred);
+        } else {
+            cluster.kill9(preferred);
+        }
+        cluster.wait_until("the preferred replica replaced and out of the ISR", || {
+            let info = seen(&cluster)?;
+            (info.leader > 0 && !info.isr.contains(&preferred)).then_some(())
+        });
+        if pause {
+            cluster.sigcont(preferred);
+        } else {
+            cluster.restart(preferred);
+        }
+        cluster.wait_within(
+            Duration::from_secs(20),
+            &format!("the replaced replica back in the ISR (paused: {pause})"),
+            || (seen(&cluster)?.isr.len() == 3).then_some(()),
+        );
+    }
+}
+
 // --- group coordinator failover -------------------------------------------------------
 
 /// The group's committed offsets of `topic`, as (partition, offset), from whichever broker
