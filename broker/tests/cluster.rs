@@ -672,6 +672,115 @@ fn failover_after_leader_kill() {
 
 // --- ISR rejoin ----------------------------------------------------------------------
 
+/// The partitions of `topic` (of `partitions`) whose ISR misses a broker, as broker
+/// `witness` describes them; None when it does not answer.
+fn short_isrs(
+    cluster: &Cluster,
+    witness: i32,
+    topic: &str,
+    partitions: i32,
+) -> Option<Vec<(i32, Vec<i32>)>> {
+    let everyone: Vec<i32> = cluster.broker_ids();
+    let info = cluster.topic_seen_by(witness, topic)?;
+    let mut short: Vec<(i32, Vec<i32>)> = info
+        .partitions
+        .into_iter()
+        .filter(|p| p.partition < partitions)
+        .filter(|p| p.leader <= 0 || !everyone.iter().all(|id| p.isr.contains(id)))
+        .map(|p| (p.partition, p.isr))
+        .collect();
+    short.sort();
+    Some(short)
+}
+
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The default `offsets.topic.num.partitions`.
+const OFFSETS_PARTITIONS: i32 = 50;
+
+/// A broker killed with -9 and restarted is back in the ISR of every partition it holds
+/// within a bound, whether producers keep going or stop as it comes back. Each round kills
+/// the next broker, so the victim has led partitions (it comes back a follower of those)
+/// and followed others; the offsets topic's 50 partitions are in play too.
+#[test]
+fn killed_broker_rejoins_the_isr_with_and_without_load() {
+    const REJOIN_BOUND: Duration = Duration::from_secs(20);
+    const TOPIC_PARTITIONS: i32 = 8;
+    let mut cluster = Cluster::start(3, 1, &[]);
+    let topic = "rejoin";
+    cluster.create_topic(topic, TOPIC_PARTITIONS, 3);
+    cluster.wait_for_full_isr(topic, TOPIC_PARTITIONS);
+    let rounds = [(1, true), (2, false), (3, true), (1, false)];
+    let mut timings = Vec::new();
+    for (victim, keep_producing) in rounds {
+        let stop = AtomicBool::new(false);
+        let bootstrap = cluster.bootstrap();
+        let (rejoined, sent) = std::thread::scope(|s| {
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|producer| {
+                    let mut client = Producer::new(bootstrap.clone());
+                    let stop = &stop;
+                    s.spawn(move || {
+                        let mut sent = 0u32;
+                        while !stop.load(Ordering::Relaxed) {
+                            let partition = (sent % TOPIC_PARTITIONS as u32) as i32;
+                            let deadline = Instant::now() + Duration::from_secs(1);
+                            let value = format!("p{producer}-s{sent}");
+                            client.produce_until(topic, partition, &value, deadline);
+                            sent += 1;
+                        }
+                        sent
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.kill9(victim);
+            // Long enough for the session to expire and the ISRs to shrink.
+            std::thread::sleep(Duration::from_secs(4));
+            cluster.restart(victim);
+            if !keep_producing {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let restarted = Instant::now();
+            let mut last = [Vec::new(), Vec::new()];
+            let rejoined = loop {
+                // Not the restarted broker: its view may still be the one from before.
+                let witness = victim % 3 + 1;
+                let short = short_isrs(&cluster, witness, topic, TOPIC_PARTITIONS).zip(short_isrs(
+                    &cluster,
+                    witness,
+                    OFFSETS_TOPIC,
+                    OFFSETS_PARTITIONS,
+                ));
+                match short {
+                    Some((a, b)) if a.is_empty() && b.is_empty() => break Ok(restarted.elapsed()),
+                    Some((a, b)) => last = [a, b],
+                    None => {}
+                }
+                if restarted.elapsed() > REJOIN_BOUND {
+                    break Err(last);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            stop.store(true, Ordering::Relaxed);
+            let sent: u32 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+            (rejoined, sent)
+        });
+        println!(
+            "broker {victim} killed, producing {keep_producing}: rejoined {rejoined:?}, \
+             {sent} produce tries"
+        );
+        match rejoined {
+            Ok(took) => timings.push(took),
+            Err(short) => panic!(
+                "ISRs not full within {REJOIN_BOUND:?} of restarting broker {victim} \
+                 (producing: {keep_producing}); short ones ({topic}, then {OFFSETS_TOPIC}): \
+                 {short:?}"
+            ),
+        }
+    }
+    println!("rejoin times: {timings:?}");
+}
+
 /// A leader replaced before it appended anything in its epoch comes back a follower
 /// whose latest epoch the new leader never saw: paused past its session, or killed and
 /// restarted (its own metadata log makes it leader in that epoch again for a moment). The
