@@ -268,6 +268,45 @@ fn long_poll_wakes_on_append() {
     }
 }
 
+/// A follower whose log runs past the leader's in the leader's epoch learns where to
+/// truncate at once, as from Kafka, not after the long poll (KIP-320).
+#[test]
+fn a_diverging_follower_is_answered_without_waiting() {
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.client();
+    client.create_topic("diverge", 1);
+    assert_eq!(client.produce("diverge", 0, 1, batch(&["only"])), (0, 0));
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(2))
+        .with_max_wait_ms(10_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("diverge")))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(5)
+                .with_last_fetched_epoch(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let asked = std::time::Instant::now();
+    let response = client.call(12, &request);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(
+        (
+            p.error_code,
+            p.diverging_epoch.epoch,
+            p.diverging_epoch.end_offset
+        ),
+        (0, 0, 1)
+    );
+}
+
 #[test]
 fn pipelined_responses_keep_request_order() {
     let broker = Broker::start(2, &[]);

@@ -694,6 +694,174 @@ fn followers_fetch_from_each_leader_over_one_connection() {
     }
 }
 
+// --- ISR rejoin ----------------------------------------------------------------------
+
+/// The partitions of `topic` (of `partitions`) whose ISR misses a broker, as broker
+/// `witness` describes them; None when it does not answer.
+fn short_isrs(
+    cluster: &Cluster,
+    witness: i32,
+    topic: &str,
+    partitions: i32,
+) -> Option<Vec<(i32, Vec<i32>)>> {
+    let everyone: Vec<i32> = cluster.broker_ids();
+    let info = cluster.topic_seen_by(witness, topic)?;
+    let mut short: Vec<(i32, Vec<i32>)> = info
+        .partitions
+        .into_iter()
+        .filter(|p| p.partition < partitions)
+        .filter(|p| p.leader <= 0 || !everyone.iter().all(|id| p.isr.contains(id)))
+        .map(|p| (p.partition, p.isr))
+        .collect();
+    short.sort();
+    Some(short)
+}
+
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The default `offsets.topic.num.partitions`.
+const OFFSETS_PARTITIONS: i32 = 50;
+
+/// A broker killed with -9 and restarted is back in the ISR of every partition it holds
+/// within a bound, whether producers keep going or stop as it comes back. Each round kills
+/// the next broker, so the victim has led partitions (it comes back a follower of those)
+/// and followed others; the offsets topic's 50 partitions are in play too.
+#[test]
+fn killed_broker_rejoins_the_isr_with_and_without_load() {
+    const REJOIN_BOUND: Duration = Duration::from_secs(20);
+    const TOPIC_PARTITIONS: i32 = 8;
+    let mut cluster = Cluster::start(3, 1, &[]);
+    let topic = "rejoin";
+    cluster.create_topic(topic, TOPIC_PARTITIONS, 3);
+    cluster.wait_for_full_isr(topic, TOPIC_PARTITIONS);
+    let rounds = [(1, true), (2, false), (3, true), (1, false)];
+    let mut timings = Vec::new();
+    for (victim, keep_producing) in rounds {
+        let stop = AtomicBool::new(false);
+        let bootstrap = cluster.bootstrap();
+        let (rejoined, sent) = std::thread::scope(|s| {
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|producer| {
+                    let mut client = Producer::new(bootstrap.clone());
+                    let stop = &stop;
+                    s.spawn(move || {
+                        let mut sent = 0u32;
+                        while !stop.load(Ordering::Relaxed) {
+                            let partition = (sent % TOPIC_PARTITIONS as u32) as i32;
+                            let deadline = Instant::now() + Duration::from_secs(1);
+                            let value = format!("p{producer}-s{sent}");
+                            client.produce_until(topic, partition, &value, deadline);
+                            sent += 1;
+                        }
+                        sent
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.kill9(victim);
+            // Long enough for the session to expire and the ISRs to shrink.
+            std::thread::sleep(Duration::from_secs(4));
+            cluster.restart(victim);
+            if !keep_producing {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let restarted = Instant::now();
+            let mut last = [Vec::new(), Vec::new()];
+            let rejoined = loop {
+                // Not the restarted broker: its view may still be the one from before.
+                let witness = victim % 3 + 1;
+                let short = short_isrs(&cluster, witness, topic, TOPIC_PARTITIONS).zip(short_isrs(
+                    &cluster,
+                    witness,
+                    OFFSETS_TOPIC,
+                    OFFSETS_PARTITIONS,
+                ));
+                match short {
+                    Some((a, b)) if a.is_empty() && b.is_empty() => break Ok(restarted.elapsed()),
+                    Some((a, b)) => last = [a, b],
+                    None => {}
+                }
+                if restarted.elapsed() > REJOIN_BOUND {
+                    break Err(last);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            stop.store(true, Ordering::Relaxed);
+            let sent: u32 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+            (rejoined, sent)
+        });
+        println!(
+            "broker {victim} killed, producing {keep_producing}: rejoined {rejoined:?}, \
+             {sent} produce tries"
+        );
+        match rejoined {
+            Ok(took) => timings.push(took),
+            Err(short) => panic!(
+                "ISRs not full within {REJOIN_BOUND:?} of restarting broker {victim} \
+                 (producing: {keep_producing}); short ones ({topic}, then {OFFSETS_TOPIC}): \
+                 {short:?}"
+            ),
+        }
+    }
+    println!("rejoin times: {timings:?}");
+}
+
+/// A leader replaced before it appended anything in its epoch comes back a follower
+/// whose latest epoch the new leader never saw: paused past its session, or killed and
+/// restarted (its own metadata log makes it leader in that epoch again for a moment). The
+/// new leader answers its fetches with a divergence that ends at its log end: it must drop
+/// that empty epoch and rejoin, not ask again with it forever.
+#[test]
+fn a_leader_replaced_before_appending_rejoins_the_isr() {
+    let mut cluster = Cluster::start(3, 1, &["leader.imbalance.check.interval.seconds=1"]);
+    let topic = "empty-epoch";
+    cluster.create_topic(topic, 1, 3);
+    cluster.wait_for_full_isr(topic, 1);
+    let preferred = cluster.partition(topic, 0).unwrap().replicas[0];
+    // Asked of another broker: the replaced one's view is stale once it runs again.
+    let witness = cluster
+        .broker_ids()
+        .into_iter()
+        .find(|&n| n != preferred)
+        .unwrap();
+    let seen = |cluster: &Cluster| {
+        let info = cluster.topic_seen_by(witness, topic)?;
+        info.partitions.into_iter().find(|p| p.partition == 0)
+    };
+    let mut producer = Producer::new(cluster.bootstrap());
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    assert_eq!(producer.produce_until(topic, 0, "a", deadline).1, Some(0));
+
+    for pause in [true, false] {
+        // Away and back: the preferred replica leads again, in a new epoch with no batch.
+        cluster.stop(preferred);
+        cluster.restart(preferred);
+        cluster.wait_until("the preferred replica leading again", || {
+            let info = seen(&cluster)?;
+            (info.leader == preferred && info.isr.len() == 3).then_some(())
+        });
+        // Replaced: another replica leads, in an epoch starting where the empty one starts.
+        if pause {
+            cluster.sigstop(preferred);
+        } else {
+            cluster.kill9(preferred);
+        }
+        cluster.wait_until("the preferred replica replaced and out of the ISR", || {
+            let info = seen(&cluster)?;
+            (info.leader > 0 && !info.isr.contains(&preferred)).then_some(())
+        });
+        if pause {
+            cluster.sigcont(preferred);
+        } else {
+            cluster.restart(preferred);
+        }
+        cluster.wait_within(
+            Duration::from_secs(20),
+            &format!("the replaced replica back in the ISR (paused: {pause})"),
+            || (seen(&cluster)?.isr.len() == 3).then_some(()),
+        );
+    }
+}
+
 // --- group coordinator failover -------------------------------------------------------
 
 /// The group's committed offsets of `topic`, as (partition, offset), from whichever broker

@@ -188,13 +188,14 @@ async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer 
         gathered += place(&mut responses, &mut records, slots, results);
     }
     drop(immediate);
-    // Kafka answers at once when it sends a consumer elsewhere.
-    let redirected = responses
+    // Kafka answers at once when it sends a consumer elsewhere, and when a follower must
+    // truncate before it can fetch anything (a diverging epoch).
+    let answer_now = responses
         .iter()
         .flat_map(|t| &t.partitions)
-        .any(|p| p.preferred_read_replica.0 >= 0);
+        .any(|p| p.preferred_read_replica.0 >= 0 || p.diverging_epoch.epoch >= 0);
     let waiting = deadline.saturating_duration_since(Instant::now());
-    if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() && !redirected {
+    if gathered < min_bytes && !waiting.is_zero() && !per_shard.is_empty() && !answer_now {
         let mut polls = read_round(
             ctx,
             replica_id,

@@ -740,6 +740,11 @@ impl PartitionLog {
     /// the epoch cache follows the log, and open drops entries past the log end.
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<i64> {
         if offset >= self.log_end_offset() {
+            // No batch to cut, but the cache may end with an epoch this replica started
+            // as leader and lost before appending to it. Kept, the follower would keep
+            // fetching with it and the leader keep answering with the same divergence
+            // (Kafka's truncateTo drops it too).
+            self.epochs.truncate_from_end(self.log_end_offset())?;
             return Ok(self.log_end_offset());
         }
         if offset < self.log_start_offset {
@@ -1784,6 +1789,21 @@ mod tests {
         assert_eq!(log.truncate_to(7).unwrap(), 1); // at or past the end: nothing
         assert_eq!(log.truncate_to(0).unwrap(), 0);
         assert_eq!((log.size_bytes(), epochs(&log)), (0, vec![]));
+    }
+
+    #[test]
+    fn truncating_at_the_end_drops_an_epoch_that_holds_no_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.append(&one(0), 1, 0).unwrap();
+        log.append(&one(0), 1, 0).unwrap();
+        // Elected at 2, then replaced before any append: the next leader, without
+        // epoch 2, answers a fetch at 2 with a divergence at epoch 1 ending at 2.
+        log.start_leader_epoch(2).unwrap();
+        assert_eq!(log.truncate_to(2).unwrap(), 2);
+        assert_eq!((epochs(&log), log.latest_epoch()), (vec![(1, 0)], Some(1)));
+        assert_eq!(checkpoint(&log), "0\n1\n1 0\n");
+        assert_eq!(batches(&log), vec![(0, 0, 1), (1, 1, 1)]);
     }
 
     #[test]
