@@ -218,16 +218,22 @@ impl ReplicaTracker {
     }
 
     /// Takes the ISR and replica set of `state`, keeping what is known of followers
-    /// that stay; new followers start unknown (ISR members as caught up now).
+    /// that stay; new followers start unknown (ISR members as caught up now). A follower
+    /// leaving the ISR forgets its position: it may be down and restart with less than it
+    /// had (followers do not fsync each append), so only a fetch may bring it back.
     fn set_state(&mut self, state: &LeaderAndIsr) {
         let now_ms = self.latest_ms;
-        self.isr = state.isr.clone();
         let mut followers = Vec::with_capacity(state.replicas.len());
         for &id in state.replicas.iter().filter(|&&id| id != self.local_id) {
-            let known = self.followers.iter().find(|f| f.id == id).cloned();
-            followers
-                .push(known.unwrap_or_else(|| Follower::new(id, self.isr.contains(&id), now_ms)));
+            let in_isr = state.isr.contains(&id);
+            let follower = match self.followers.iter().find(|f| f.id == id) {
+                Some(known) if in_isr || !self.isr.contains(&id) => known.clone(),
+                Some(_) => Follower::new(id, false, now_ms),
+                None => Follower::new(id, in_isr, now_ms),
+            };
+            followers.push(follower);
         }
+        self.isr = state.isr.clone();
         self.followers = followers;
     }
 
@@ -318,6 +324,20 @@ mod tests {
         assert_eq!(t.most_caught_up(&[2, 4]), Some(2));
         assert_eq!(t.most_caught_up(&[4]), None);
         assert_eq!(t.most_caught_up(&[]), None);
+    }
+
+    #[test]
+    fn a_follower_leaving_the_isr_rejoins_only_after_a_fetch() {
+        let mut t = ReplicaTracker::new(1, &state(&[1, 2, 3], 0), 100, 100, 0);
+        t.on_follower_fetch(2, 100, 100, 1);
+        t.on_follower_fetch(3, 100, 100, 1);
+        t.apply(&state(&[1, 2], 1)); // 3 shrunk out (it died, say)
+        assert!(
+            t.caught_up_to_join(0).is_empty(),
+            "its old position is forgotten"
+        );
+        t.on_follower_fetch(3, 100, 100, 2);
+        assert_eq!(t.caught_up_to_join(0), vec![3]);
     }
 
     #[test]
