@@ -95,7 +95,7 @@ async fn store_offsets(
     }
     // Bounded: a commit the ISR cannot take within the timeout fails, and the client retries.
     let acknowledged = futures::future::select(
-        Box::pin(partition.wait_acknowledged(appended.last_offset)),
+        Box::pin(partition.wait_acknowledged(appended.last_offset, appended.leader_epoch)),
         Box::pin(corelog_io::sleep(OFFSET_COMMIT_TIMEOUT)),
     )
     .await;

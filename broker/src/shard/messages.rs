@@ -80,6 +80,8 @@ pub struct AppendResult {
     pub base_offset: i64,
     pub last_offset: i64,
     pub log_start_offset: i64,
+    /// The epoch the batch was appended in as leader; an acks=all wait holds to it.
+    pub leader_epoch: i32,
 }
 
 impl AppendResult {
@@ -90,6 +92,7 @@ impl AppendResult {
             base_offset: -1,
             last_offset: -1,
             log_start_offset: -1,
+            leader_epoch: -1,
         }
     }
 }

@@ -241,7 +241,8 @@ impl Shard {
                 Some(partition) => {
                     let result = partition.append(&request.records, acks, now_ms);
                     if acks == -1 && result.error_code == 0 {
-                        waits.push((results.len(), partition, result.last_offset));
+                        let appended = (result.last_offset, result.leader_epoch);
+                        waits.push((results.len(), partition, appended));
                     }
                     result
                 }
@@ -251,11 +252,10 @@ impl Shard {
         if waits.is_empty() {
             return results;
         }
-        let acknowledged = futures::future::join_all(
-            waits
-                .iter()
-                .map(|(_, partition, last_offset)| partition.wait_acknowledged(*last_offset)),
-        );
+        let acknowledged =
+            futures::future::join_all(waits.iter().map(|(_, partition, (last_offset, epoch))| {
+                partition.wait_acknowledged(*last_offset, *epoch)
+            }));
         let outcomes = futures::select! {
             outcomes = futures::FutureExt::fuse(acknowledged) => outcomes,
             _ = futures::FutureExt::fuse(corelog_io::sleep(timeout)) => {

@@ -58,6 +58,18 @@ pub struct Partition {
 }
 
 /// What this broker is for the partition, as the last metadata image said.
+/// Ends a sync's `flushing` mark and wakes its waiters however the sync ends: also when
+/// the waiter running it is dropped mid-sync (a produce timeout), which would otherwise
+/// leave every later waiter waiting for a sync that never finishes.
+struct FlushingGuard<'a>(&'a Partition);
+
+impl Drop for FlushingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.flushing.set(false);
+        self.0.flushed.notify(usize::MAX);
+    }
+}
+
 enum Role {
     /// Not yet told (just opened).
     Unassigned,
@@ -163,6 +175,7 @@ impl Partition {
                     base_offset: info.base_offset,
                     last_offset: info.last_offset,
                     log_start_offset: log.log_start_offset(),
+                    leader_epoch,
                 }
             }
             Err(e) => AppendResult::error(error_code(e.kafka_error_code()), Some(e.to_string())),
@@ -379,23 +392,42 @@ impl Partition {
         }
     }
 
-    /// Waits until `last_offset` may be acknowledged to an acks=all producer: fdatasynced
-    /// here and held by every in-sync replica (the high watermark is past it). Fails if
-    /// this broker stops leading meanwhile; the caller bounds the wait.
-    pub async fn wait_acknowledged(&self, last_offset: i64) -> Result<(), ErrorCode> {
-        if let Err(e) = self.wait_durable(last_offset).await {
-            tracing::error!(dir = %self.dir.display(), "fdatasync failed: {e}");
-            return Err(ErrorCode::KafkaStorageError);
+    /// Waits until `last_offset`, appended while leading in `leader_epoch`, may be
+    /// acknowledged to an acks=all producer: fdatasynced here and held by every in-sync
+    /// replica (the high watermark is past it). Fails once this broker no longer leads in
+    /// that epoch: a later leader may have replaced the batch, even if this broker leads
+    /// again by then. The caller bounds the wait.
+    pub async fn wait_acknowledged(
+        &self,
+        last_offset: i64,
+        leader_epoch: i32,
+    ) -> Result<(), ErrorCode> {
+        match self.wait_durable(last_offset).await {
+            Ok(true) => {}
+            // A leader turned follower cut the offset away.
+            Ok(false) => return Err(ErrorCode::NotLeaderOrFollower),
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), "fdatasync failed: {e}");
+                return Err(ErrorCode::KafkaStorageError);
+            }
         }
         loop {
             let listener = self.high_watermark_moved.listen();
-            if !self.is_leader() {
+            if self.leader_epoch() != Some(leader_epoch) {
                 return Err(ErrorCode::NotLeaderOrFollower);
             }
             if self.high_watermark.get() > last_offset {
                 return Ok(());
             }
             listener.await;
+        }
+    }
+
+    /// The epoch this broker leads the partition in, if it leads it.
+    fn leader_epoch(&self) -> Option<i32> {
+        match &*self.role.borrow() {
+            Role::Leader { state, .. } => Some(state.leader_epoch),
+            _ => None,
         }
     }
 
@@ -607,11 +639,18 @@ impl Partition {
 
     /// Waits until everything up to `last_offset` is fdatasynced. Concurrent waiters share
     /// one sync: whoever finds no sync running starts one covering everything written so
-    /// far, the others wait for it and check again.
-    pub async fn wait_durable(&self, last_offset: i64) -> std::io::Result<()> {
+    /// far, the others wait for it and check again. False when the offset is no longer in
+    /// the log (a leader turned follower truncated it): no sync would ever cover it.
+    async fn wait_durable(&self, last_offset: i64) -> std::io::Result<bool> {
         loop {
-            if self.log.borrow().flushed_offset() > last_offset {
-                return Ok(());
+            {
+                let log = self.log.borrow();
+                if log.flushed_offset() > last_offset {
+                    return Ok(true);
+                }
+                if log.log_end_offset() <= last_offset {
+                    return Ok(false);
+                }
             }
             if self.flushing.get() {
                 let listener = self.flushed.listen();
@@ -635,13 +674,13 @@ impl Partition {
             return Ok(());
         };
         self.flushing.set(true);
+        let _flushing = FlushingGuard(self);
         let started = std::time::Instant::now();
         let (job, outcome) = corelog_io::spawn_blocking(move || {
             let outcome = job.run();
             (job, outcome)
         })
         .await;
-        self.flushing.set(false);
         self.metrics.fsync_latency.record(started.elapsed());
         match &outcome {
             Ok(()) => self.log.borrow_mut().complete_flush(&job),
@@ -650,7 +689,6 @@ impl Partition {
                 self.offline.set(true);
             }
         }
-        self.flushed.notify(usize::MAX);
         outcome
     }
 
