@@ -9,7 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::metadata::write_atomically;
+use crate::metadata::replace_file;
 
 pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 const VERSION: &str = "0";
@@ -130,13 +130,14 @@ impl LeaderEpochCache {
         }
     }
 
-    /// Writes the checkpoint atomically: temp file, fsync, rename, fsync of the directory.
+    /// Replaces the checkpoint (no fsync: a stale or empty one is rebuilt from the log's
+    /// batches when the partition opens, see `load_epochs`).
     pub fn save(&self) -> io::Result<()> {
         let mut text = format!("{VERSION}\n{}\n", self.entries.len());
         for e in &self.entries {
             text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
         }
-        write_atomically(&self.path, text.as_bytes())
+        replace_file(&self.path, text.as_bytes())
     }
 }
 

@@ -2,7 +2,7 @@
 //! read anywhere, trimmed at the start by retention.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -212,14 +212,13 @@ pub struct CheckpointJob {
 }
 
 impl CheckpointJob {
-    /// Writes the checkpoint atomically (tmp file, fsync, rename, fsync directory).
+    /// Replaces the checkpoint (no fsync: a stale, empty or missing one only makes the
+    /// next recovery longer, see `read_recovery_point`).
     pub fn write(&self) -> io::Result<()> {
-        let tmp = self.dir.join(RECOVERY_POINT_TMP);
-        let mut file = File::create(&tmp)?;
-        file.write_all(format!("{CHECKPOINT_VERSION}\n{}\n", self.recovery_point).as_bytes())?;
-        file.sync_data()?;
-        fs::rename(&tmp, self.dir.join(RECOVERY_POINT_FILE))?;
-        sync_path(&self.dir)
+        crate::metadata::replace_file(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            format!("{CHECKPOINT_VERSION}\n{}\n", self.recovery_point).as_bytes(),
+        )
     }
 }
 

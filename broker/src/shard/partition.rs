@@ -15,7 +15,7 @@ use corelog_replication::isr::{LeaderAndIsr, ReplicaTracker};
 use super::messages::{AppendResult, EpochResult, FetchQuery, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
 use crate::log::{AppendInfo, LogConfig, PartitionLog, RecordBatchHeader};
-use crate::metadata::{base64_url, write_atomically, TopicMeta};
+use crate::metadata::{base64_url, replace_file, TopicMeta};
 use crate::metrics::{PartitionCounters, PartitionSnapshot, ShardMetrics};
 
 fn error_code(code: i16) -> ErrorCode {
@@ -96,6 +96,9 @@ impl Partition {
         );
         match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
             Ok(existing) if existing == id_line => {}
+            // Written without fsync, so a crash may leave it empty or cut: only a whole
+            // record of another topic id means an older topic's data.
+            Ok(existing) if !is_partition_metadata(&existing) => {}
             Ok(_) => {
                 tracing::warn!(dir = %dir.display(), "removing partition data of an older topic with the same name");
                 std::fs::remove_dir_all(&dir)?;
@@ -107,8 +110,12 @@ impl Partition {
         // Recovery may have cut the tail the checkpoint covered.
         let high_watermark =
             read_high_watermark(&dir).clamp(log.log_start_offset(), log.log_end_offset());
-        if !dir.join(PARTITION_METADATA).exists() {
-            write_atomically(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
+        if std::fs::read_to_string(dir.join(PARTITION_METADATA))
+            .ok()
+            .as_deref()
+            != Some(id_line.as_str())
+        {
+            replace_file(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
         }
         Ok(Partition {
             topic_id: topic.record.id,
@@ -764,8 +771,21 @@ impl FetchResult {
     }
 }
 
+/// No fsync: a stale or lost checkpoint only starts the high watermark lower (see
+/// [`read_high_watermark`]).
 fn write_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
-    write_atomically(path, format!("0\n{high_watermark}\n").as_bytes())
+    replace_file(path, format!("0\n{high_watermark}\n").as_bytes())
+}
+
+/// A whole `partition.metadata` record: a version line and a topic id line.
+fn is_partition_metadata(text: &str) -> bool {
+    let mut lines = text.lines();
+    lines.next() == Some("version: 0")
+        && lines
+            .next()
+            .and_then(|line| line.strip_prefix("topic_id: "))
+            .is_some_and(|id| id.len() == 22)
+        && text.ends_with('\n')
 }
 
 /// The checkpointed high watermark; 0 (consumers wait for the followers' fetches) when
