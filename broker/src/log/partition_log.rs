@@ -728,6 +728,17 @@ impl PartitionLog {
         }
     }
 
+    /// KIP-320 on a follower: the leader's copy of `epoch` ends at `leader_end`. Cuts
+    /// there, or where this log's own copy of that epoch ends if earlier: an epoch of ours
+    /// the leader never saw starts there, and cutting only at the leader's end would keep
+    /// it, so the leader would report the same divergence forever (Kafka's follower takes
+    /// the same minimum). Returns the new log end.
+    pub fn truncate_to_divergence(&mut self, epoch: i32, leader_end: i64) -> io::Result<i64> {
+        let own_end = self.end_offset_for_epoch(epoch);
+        let end = own_end.map_or(leader_end, |(_, own_end)| own_end.min(leader_end));
+        self.truncate_to(end)
+    }
+
     /// Removes every batch at or after `offset`, as a follower whose log diverged from
     /// the leader's does. An offset inside a batch truncates at that batch's start; an
     /// offset before the log start empties the log and restarts it there. Returns the
@@ -1788,6 +1799,24 @@ mod tests {
         assert_eq!(log.truncate_to(7).unwrap(), 1); // at or past the end: nothing
         assert_eq!(log.truncate_to(0).unwrap(), 0);
         assert_eq!((log.size_bytes(), epochs(&log)), (0, vec![]));
+    }
+
+    #[test]
+    fn divergence_cuts_where_our_own_copy_of_the_epoch_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.append(&one(0), 1, 0).unwrap();
+        log.append(&one(0), 1, 0).unwrap();
+        // This replica led epoch 3 from offset 2 and wrote one batch the others never got;
+        // the new leader's epoch 1 runs on to 5.
+        log.start_leader_epoch(3).unwrap();
+        log.append(&one(0), 3, 0).unwrap();
+        assert_eq!(log.truncate_to_divergence(1, 5).unwrap(), 2);
+        assert_eq!((epochs(&log), log.latest_epoch()), (vec![(1, 0)], Some(1)));
+        assert_eq!(batches(&log), vec![(0, 0, 1), (1, 1, 1)]);
+        // Where our copy reaches past the leader's, the leader's end wins.
+        assert_eq!(log.truncate_to_divergence(1, 1).unwrap(), 1);
+        assert_eq!(batches(&log), vec![(0, 0, 1)]);
     }
 
     #[test]

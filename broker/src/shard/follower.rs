@@ -359,17 +359,23 @@ fn apply_answer(
     if answer.diverging_epoch.epoch >= 0 {
         // KIP-320: our log holds batches of an epoch the leader ended earlier; drop them
         // and fetch again from the end of that epoch.
-        let end = answer.diverging_epoch.end_offset;
-        tracing::info!(
-            topic,
-            partition = index,
-            epoch = answer.diverging_epoch.epoch,
-            end,
-            "follower log diverges from the leader's; truncating"
+        let (epoch, leader_end) = (
+            answer.diverging_epoch.epoch,
+            answer.diverging_epoch.end_offset,
         );
-        if let Err(e) = partition.truncate_to(end) {
-            tracing::error!(topic, partition = index, "truncation failed: {e}");
-            return false;
+        match partition.truncate_to_divergence(epoch, leader_end) {
+            Ok(end) => tracing::info!(
+                topic,
+                partition = index,
+                epoch,
+                leader_end,
+                end,
+                "follower log diverges from the leader's; truncated"
+            ),
+            Err(e) => {
+                tracing::error!(topic, partition = index, "truncation failed: {e}");
+                return false;
+            }
         }
         return true;
     }

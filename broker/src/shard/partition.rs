@@ -557,13 +557,17 @@ impl Partition {
         self.set_high_watermark(leader_high_watermark.min(log_end_offset).max(0));
     }
 
-    /// Drops this follower's batches at and after `offset` (they diverge from the leader's).
-    pub fn truncate_to(&self, offset: i64) -> std::io::Result<()> {
-        let log_end_offset = self.log.borrow_mut().truncate_to(offset)?;
-        if self.high_watermark.get() > log_end_offset {
-            self.set_high_watermark(log_end_offset);
+    /// Drops this follower's batches past where its log parts from the leader's (see
+    /// [`crate::log::PartitionLog::truncate_to_divergence`]); returns the new log end.
+    pub fn truncate_to_divergence(&self, epoch: i32, leader_end: i64) -> std::io::Result<i64> {
+        let end = self
+            .log
+            .borrow_mut()
+            .truncate_to_divergence(epoch, leader_end)?;
+        if self.high_watermark.get() > end {
+            self.set_high_watermark(end);
         }
-        Ok(())
+        Ok(end)
     }
 
     /// Starts this follower's log over at the leader's log start.
