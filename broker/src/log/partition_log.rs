@@ -22,6 +22,8 @@ use super::segment::{
 
 /// Name of the per-partition recovery point file.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// What [`crate::metadata::replace_file`] leaves of a recovery point write a crash cut
+/// short; opening a log skips it.
 const RECOVERY_POINT_TMP: &str = "recovery-point-offset-checkpoint.tmp";
 /// Version line of the recovery point file (as in Kafka's checkpoint files).
 const CHECKPOINT_VERSION: &str = "0";

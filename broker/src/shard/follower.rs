@@ -167,7 +167,7 @@ async fn fetch_loop(
             if *state != LaneState::Idle {
                 continue;
             }
-            let request = {
+            let (request, epochs) = {
                 let partitions = current.lanes.borrow();
                 match partitions.get(lane) {
                     Some(followed) if !followed.is_empty() => fetch_request(shard, followed),
@@ -180,12 +180,12 @@ async fn fetch_loop(
                 .with_request_api_version(REPLICA_FETCH_VERSION)
                 .with_correlation_id(correlation_id)
                 .with_client_id(Some(StrBytes::from_static_str("corelog-replica-fetcher")));
-            corelog_client::encode_frame(&mut frame, &header, &request.0, REPLICA_FETCH_VERSION)?;
+            corelog_client::encode_frame(&mut frame, &header, &request, REPLICA_FETCH_VERSION)?;
             writer.write_all(&frame).await?;
             in_flight.push_back(InFlight {
                 correlation_id,
                 lane,
-                epochs: request.1,
+                epochs,
                 deadline: Instant::now() + silence_limit,
             });
             *state = LaneState::Fetching;

@@ -94,27 +94,23 @@ impl Partition {
             "version: 0\ntopic_id: {}\n",
             base64_url(topic.record.id.as_bytes())
         );
-        match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
-            Ok(existing) if existing == id_line => {}
-            // Written without fsync, so a crash may leave it empty or cut: only a whole
-            // record of another topic id means an older topic's data.
-            Ok(existing) if !is_partition_metadata(&existing) => {}
-            Ok(_) => {
-                tracing::warn!(dir = %dir.display(), "removing partition data of an older topic with the same name");
-                std::fs::remove_dir_all(&dir)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let recorded = match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
+        };
+        let current = recorded.as_deref() == Some(id_line.as_str());
+        // Written without fsync, so a crash may leave it empty or cut: only a whole record
+        // of another topic id means an older topic's data.
+        if !current && recorded.as_deref().is_some_and(is_partition_metadata) {
+            tracing::warn!(dir = %dir.display(), "removing partition data of an older topic with the same name");
+            std::fs::remove_dir_all(&dir)?;
         }
         let log = PartitionLog::open(&dir, topic.log_config.clone(), clean_shutdown)?;
         // Recovery may have cut the tail the checkpoint covered.
         let high_watermark =
             read_high_watermark(&dir).clamp(log.log_start_offset(), log.log_end_offset());
-        if std::fs::read_to_string(dir.join(PARTITION_METADATA))
-            .ok()
-            .as_deref()
-            != Some(id_line.as_str())
-        {
+        if !current {
             replace_file(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
         }
         Ok(Partition {
