@@ -210,18 +210,26 @@ impl Admin {
         Ok(created)
     }
 
-    /// Creates missing topics and waits until every partition has a leader. Returns the
-    /// layout and how many topics were created.
+    /// Creates missing topics and waits until every partition has a leader that serves
+    /// it (a broker may name a leader before it has opened a new partition's log: a run
+    /// starting then would measure topic creation). Returns the layout and how many topics
+    /// were created.
     pub fn ensure_topics(&mut self, topics: &[String], partitions: i32) -> Result<(Layout, usize)> {
         let created = self.create_topics(topics, partitions)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let md = self.metadata(topics)?;
-            match layout(topics, partitions, &md)? {
-                Some(layout) => return Ok((layout, created)),
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-                None => bail!("topics {topics:?} did not get leaders within 60 s"),
+            let served = match layout(topics, partitions, &md)? {
+                Some(layout) => match leaders_serve(&layout) {
+                    Ok(()) => return Ok((layout, created)),
+                    Err(e) => e,
+                },
+                None => anyhow::anyhow!("some partition has no leader"),
+            };
+            if Instant::now() >= deadline {
+                bail!("topics {topics:?} not served within 120 s: {served:#}");
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -276,6 +284,23 @@ impl Admin {
             })
             .collect()
     }
+}
+
+/// Whether each partition's leader answers ListOffsets for it without an error.
+fn leaders_serve(layout: &Layout) -> Result<()> {
+    for (&broker, &addr) in &layout.brokers {
+        let led = Layout {
+            partitions: (layout.partitions.iter())
+                .filter(|p| p.leader == broker)
+                .cloned()
+                .collect(),
+            ..layout.clone()
+        };
+        if !led.partitions.is_empty() {
+            Admin::connect(addr)?.list_offsets(&led, -1)?;
+        }
+    }
+    Ok(())
 }
 
 /// A Kafka error code with its name, e.g. `error 3 (UnknownTopicOrPartition)`.
