@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
+use crate::log::checkpoint;
 use crate::metadata::load_node_identity;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
@@ -28,6 +29,10 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     let directory_id = identity.directory_id;
     let cluster_id: Arc<str> = identity.cluster_id.into();
     let cpus = choose_cpus(cores)?;
+    let checkpointed = Arc::new(
+        checkpoint::read_all(&config.data_dir).context("cannot read the offset checkpoints")?,
+    );
+    checkpoint::remove_files_of_shards_from(&config.data_dir, cpus.len())?;
     warn_about_host(&cpus, &config.data_dir);
     tracing::info!(
         listen = %config.listen,
@@ -45,6 +50,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
         let shutdown = stopping.clone();
         let config = config.clone();
         let cluster_id = cluster_id.clone();
+        let checkpointed = checkpointed.clone();
         async move {
             let shard = Rc::new(Shard::new(
                 ctx.shard_id,
@@ -52,6 +58,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 config.clone(),
                 cluster_id,
                 clean_start,
+                checkpointed,
             ));
             let served = shard.clone();
             let mesh = ctx

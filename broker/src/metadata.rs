@@ -308,9 +308,9 @@ fn topic_meta(broker: &BrokerConfig, topic: Arc<TopicImage>) -> TopicMeta {
 
 /// Replaces a small file by renaming a temp file over it, without fsync: readers see the
 /// old or the new content, but after a crash the file may be old, empty or missing. For
-/// per-partition checkpoints that are checked when read (a bad one costs a rebuild or a
-/// longer recovery, never data): with 10,000 partitions, two fsyncs each per flush round
-/// would be tens of thousands. A clean stop makes them durable with one syncfs.
+/// checkpoints that are checked when read (a bad one costs a rebuild or a longer recovery,
+/// never data) and written often: two fsyncs per write would cost more than the data's
+/// own. A clean stop makes them durable with one syncfs.
 pub fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, content)?;

@@ -92,11 +92,7 @@ impl Shutdown {
         }
         // Checkpoints are written without fsync; make them durable before the marker says
         // the logs and their checkpoints can be trusted.
-        let dir = std::fs::File::open(data_dir)?;
-        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
+        crate::log::syncfs(data_dir)?;
         crate::metadata::write_atomically(&data_dir.join(CLEAN_SHUTDOWN_MARKER), b"")?;
         tracing::info!("stopped cleanly");
         Ok(())

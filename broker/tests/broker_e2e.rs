@@ -475,8 +475,8 @@ fn emptied_checkpoints_after_a_crash_lose_nothing() {
     for (file, content) in [
         ("partition.metadata", &b""[..]),
         ("leader-epoch-checkpoint", b"0\n"),
-        ("high-watermark-checkpoint", b""),
-        ("recovery-point-offset-checkpoint", b"0"),
+        // The shard's recovery points and high watermarks, cut after its entry count.
+        ("../offset-checkpoint-shard-0", b"0\n51\n"),
     ] {
         std::fs::write(dir.join(file), content).unwrap();
     }
@@ -488,6 +488,101 @@ fn emptied_checkpoints_after_a_crash_lose_nothing() {
     assert_eq!(values, ["a", "b", "c"]);
     let stored = std::fs::read_to_string(dir.join("partition.metadata")).unwrap();
     assert!(stored.starts_with("version: 0\ntopic_id: "), "{stored:?}");
+}
+
+/// After a crash, recovery starts at the recovery points the shards checkpointed: sealed
+/// segments flushed before the crash are trusted, and only what follows is scanned. Two
+/// shards of one dirty partition each flush with fdatasync.
+#[test]
+fn a_restart_after_a_crash_trusts_checkpointed_segments() {
+    restart_after_crash_trusts_checkpoints(2, 2);
+}
+
+/// The same with sixteen dirty partitions on a shard, which it flushes with one syncfs.
+#[test]
+fn a_restart_after_a_crash_trusts_segments_synced_by_syncfs() {
+    restart_after_crash_trusts_checkpoints(1, 16);
+}
+
+fn restart_after_crash_trusts_checkpoints(shards: usize, partitions: i32) {
+    let mut broker = Broker::start(
+        shards,
+        &[
+            "log.segment.bytes=1024",
+            "log.flush.interval.ms=50",
+            "offsets.topic.num.partitions=2",
+        ],
+    );
+    let mut client = broker.client();
+    client.create_topic("steady", partitions);
+    let values: Vec<String> = (0..100 * partitions)
+        .map(|i| format!("value-{i:04}"))
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(
+            client
+                .produce("steady", i as i32 % partitions, 1, batch(&[value]))
+                .0,
+            0
+        );
+    }
+    // Every partition's entry shows a recovery point past their first sealed segments.
+    let checkpointed_partitions = || {
+        let mut moved = 0;
+        for entry in std::fs::read_dir(broker.data_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("offset-checkpoint-shard-") && !name.ends_with(".tmp") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                moved += text
+                    .lines()
+                    .skip(2)
+                    .filter(|line| line.split(' ').nth(2).is_some_and(|point| point != "0"))
+                    .count();
+            }
+        }
+        moved
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while checkpointed_partitions() < partitions as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint was written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    broker.restart_after_kill9();
+    let restart_log = broker.log();
+    let restart_log = &restart_log[restart_log.rfind("corelog starting").unwrap()..];
+    let trusted: usize = restart_log
+        .lines()
+        .filter(|line| line.contains("partition logs opened"))
+        .filter_map(|line| line.split("segments_trusted=").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(
+        trusted >= partitions as usize,
+        "too few segments trusted: {restart_log}"
+    );
+    let mut client = broker.client();
+    for partition in 0..partitions {
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let (code, _, records) = client.fetch("steady", partition, got.len() as i64, 0);
+            assert_eq!(code, 0);
+            let batch = decode_values(records);
+            assert!(
+                !batch.is_empty(),
+                "partition {partition} ends at {}",
+                got.len()
+            );
+            got.extend(batch.into_iter().map(|(_, v)| v));
+        }
+        let expected: Vec<&String> = (values.iter().skip(partition as usize))
+            .step_by(partitions as usize)
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+    }
 }
 
 #[test]

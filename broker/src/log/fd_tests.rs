@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::batch::test_util::batch;
 use super::fileio::CACHED_FILES_PER_SHARD;
-use super::{LogConfig, PartitionLog, ReadSlice};
+use super::{LogConfig, PartitionLog, ReadSlice, RecoveryStart};
 
 /// Enough segments that holding each one's files open would need thousands
 /// of descriptors more than the cache allows.
@@ -38,7 +38,8 @@ fn log_of_single_batch_segments(dir: &Path) -> PartitionLog {
         retention_ms: -1,
         ..LogConfig::default()
     };
-    let mut log = PartitionLog::open(&dir.join("t-0"), config, false).unwrap();
+    let mut log =
+        PartitionLog::open(&dir.join("t-0"), config, RecoveryStart::RecoveryPoint(0)).unwrap();
     for offset in 0..SEGMENTS {
         log.append(&batch(1, offset, 30), 0, 0).unwrap();
     }

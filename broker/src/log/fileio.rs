@@ -174,6 +174,17 @@ pub fn sync_path(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_data()
 }
 
+/// Flushes every dirty page and inode of the filesystem holding `dir`, with one journal
+/// commit for all of them.
+pub fn syncfs(dir: &Path) -> io::Result<()> {
+    let dir = File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Open files kept per shard for inactive segments. A broker with 10,000
 /// partitions already holds 10,000 descriptors for the active segments; this
 /// bounds what old segments add, whatever their number.

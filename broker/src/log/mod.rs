@@ -1,6 +1,7 @@
 //! Storage layer: Kafka's on-disk log format for one partition.
 //!
 //! * [`batch`]: v2 record batch header view and produce-payload validation.
+//! * [`checkpoint`]: a shard's recovery points and high watermarks, one file per shard.
 //! * [`index`]: sparse `.index` / `.timeindex` files.
 //! * [`segment`]: one `.log` segment with its indexes: append, find, recovery.
 //! * [`leader_epoch`]: the leader epoch cache and its `leader-epoch-checkpoint` file.
@@ -16,9 +17,11 @@
 //! [`FlushJob`], which carry `Arc<File>`s.
 
 pub mod batch;
+pub mod checkpoint;
 #[cfg(test)]
 mod fd_tests;
 mod fileio;
+pub use fileio::syncfs;
 pub mod index;
 pub mod leader_epoch;
 pub mod partition_log;
@@ -26,6 +29,6 @@ pub mod segment;
 
 pub use batch::{error_code, validate_batches, BatchError, BatchesSummary, RecordBatchHeader};
 pub use partition_log::{
-    AppendError, AppendInfo, CheckpointJob, FlushJob, LogConfig, PartitionLog, ReadError,
-    ReadSlice, RecoveryStats,
+    AppendError, AppendInfo, FlushJob, LogConfig, PartitionLog, ReadError, ReadSlice,
+    RecoveryStart, RecoveryStats,
 };

@@ -20,13 +20,6 @@ use super::segment::{
     TIME_INDEX_SUFFIX,
 };
 
-/// Name of the per-partition recovery point file.
-pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
-/// What [`crate::metadata::replace_file`] leaves of a recovery point write a crash cut
-/// short; opening a log skips it.
-const RECOVERY_POINT_TMP: &str = "recovery-point-offset-checkpoint.tmp";
-/// Version line of the recovery point file (as in Kafka's checkpoint files).
-const CHECKPOINT_VERSION: &str = "0";
 /// Segment positions are u32 in the offset index.
 const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 
@@ -207,21 +200,14 @@ pub struct RecoveryStats {
     pub bytes_truncated: u64,
 }
 
-/// A recovery point to persist; `Send`, so the blocking write can run off the shard.
-pub struct CheckpointJob {
-    dir: PathBuf,
-    pub recovery_point: i64,
-}
-
-impl CheckpointJob {
-    /// Replaces the checkpoint (no fsync: a stale, empty or missing one only makes the
-    /// next recovery longer, see `read_recovery_point`).
-    pub fn write(&self) -> io::Result<()> {
-        crate::metadata::replace_file(
-            &self.dir.join(RECOVERY_POINT_FILE),
-            format!("{CHECKPOINT_VERSION}\n{}\n", self.recovery_point).as_bytes(),
-        )
-    }
+/// Where opening a log starts validating batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStart {
+    /// The broker stopped cleanly: every segment was flushed with its indexes.
+    CleanShutdown,
+    /// Segments wholly below this offset were flushed with their indexes (the recovery
+    /// point checkpointed by the shard, 0 when it has none).
+    RecoveryPoint(i64),
 }
 
 /// A log holds one descriptor: its active segment's `.log`. The directory and
@@ -263,18 +249,17 @@ impl PartitionLog {
     /// point on, every batch is validated and the indexes rebuilt; the first
     /// invalid batch truncates the log there and later segments are deleted.
     ///
-    /// After a clean shutdown (`clean_shutdown`) every segment was flushed with its
-    /// indexes: all are trusted, and only the active segment's tail after its last index
-    /// entry is read to find the log end.
-    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> io::Result<Self> {
+    /// After a clean shutdown every segment was flushed with its indexes: all are
+    /// trusted, and only the active segment's tail after its last index entry is read to
+    /// find the log end.
+    pub fn open(dir: &Path, config: LogConfig, start: RecoveryStart) -> io::Result<Self> {
         let mut config = config;
         config.segment_bytes = config.segment_bytes.clamp(1, MAX_SEGMENT_BYTES);
         fs::create_dir_all(dir)?;
         let bases = list_segments(dir)?;
-        let recovery_point = if clean_shutdown {
-            i64::MAX
-        } else {
-            read_recovery_point(dir)?
+        let (recovery_point, clean_shutdown) = match start {
+            RecoveryStart::CleanShutdown => (i64::MAX, true),
+            RecoveryStart::RecoveryPoint(offset) => (offset.max(0), false),
         };
         let mut recovery = RecoveryStats {
             recovery_point,
@@ -606,7 +591,7 @@ impl PartitionLog {
 
     /// Before a clean shutdown: puts everything on disk, the active segment's indexes
     /// included, so that the next start can trust the whole log
-    /// (`open(.., clean_shutdown: true)`). Blocking.
+    /// ([`RecoveryStart::CleanShutdown`]). Blocking.
     pub fn close_cleanly(&mut self) -> io::Result<()> {
         self.active_mut().seal()?;
         if let Some(job) = self.flush_job() {
@@ -616,7 +601,7 @@ impl PartitionLog {
         for path in self.active().index_paths() {
             sync_path(path)?;
         }
-        self.write_recovery_checkpoint().map(|_| ())
+        Ok(())
     }
 
     /// Records that `job` ran successfully.
@@ -639,32 +624,10 @@ impl PartitionLog {
         self.flushed_offset
     }
 
-    /// Atomically writes the recovery point (tmp file, fsync, rename, fsync
-    /// directory). It is the flushed offset, capped at the first segment
-    /// whose indexes or directory entry are not yet durable, so recovery
-    /// never trusts a segment that could be incomplete. Blocking; call it
-    /// periodically, not per append.
-    pub fn write_recovery_checkpoint(&mut self) -> io::Result<i64> {
-        let job = self.checkpoint_job();
-        job.write()?;
-        Ok(job.recovery_point)
-    }
-
-    /// The recovery checkpoint to write now, if it moved since the last one: callers
-    /// that must not block run [`CheckpointJob::write`] on another thread.
-    pub fn checkpoint_job_if_moved(&self, last_written: i64) -> Option<CheckpointJob> {
-        let job = self.checkpoint_job();
-        (job.recovery_point != last_written).then_some(job)
-    }
-
-    fn checkpoint_job(&self) -> CheckpointJob {
-        CheckpointJob {
-            dir: self.dir.clone(),
-            recovery_point: self.checkpointable_offset(),
-        }
-    }
-
-    fn checkpointable_offset(&self) -> i64 {
+    /// The offset below which recovery may trust the log: the flushed offset, capped at
+    /// the first segment whose indexes or directory entry are not yet durable, so recovery
+    /// never trusts a segment that could be incomplete. The shard checkpoints it.
+    pub fn recovery_point(&self) -> i64 {
         let durable_below = self.indexes_durable_below.min(self.dir_durable_below);
         let first_not_durable = self
             .segments
@@ -746,8 +709,9 @@ impl PartitionLog {
     /// offset before the log start empties the log and restarts it there. Returns the
     /// new log end offset.
     ///
-    /// Crash safety: the recovery point is lowered (and written) first, so whatever
-    /// step a crash interrupts, the next open rescans everything that could be affected.
+    /// Crash safety: the caller first lowers the checkpointed recovery point on disk (to
+    /// the log start: `Partition` does), so whatever step a crash interrupts, the next open
+    /// rescans everything that could be affected.
     /// Later segments go newest first, so a crash leaves a gapless prefix of the log;
     /// the epoch cache follows the log, and open drops entries past the log end.
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<i64> {
@@ -780,7 +744,7 @@ impl PartitionLog {
             return Ok(self.log_end_offset());
         };
         let new_end = batch.base_offset();
-        self.lower_recovery_point(new_end, self.segments[holding].base_offset())?;
+        self.lower_recovery_point(new_end, self.segments[holding].base_offset());
         while self.segments.len() > holding + 1 {
             self.active().delete_files()?;
             self.segments.pop();
@@ -795,7 +759,7 @@ impl PartitionLog {
     /// whose log end is below the leader's log start offset does.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> io::Result<()> {
         let offset = offset.max(0);
-        self.lower_recovery_point(offset, offset)?;
+        self.lower_recovery_point(offset, offset);
         // Newest first, and the oldest only once its replacement exists: the log keeps
         // a segment whatever fails.
         while self.segments.len() > 1 {
@@ -818,15 +782,13 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Before a truncation: nothing at or after `offset` counts as flushed any more, the
-    /// segment at `segment_base` and the directory must be synced again, and the
-    /// recovery point on disk must not let the next open trust what is being cut.
-    fn lower_recovery_point(&mut self, offset: i64, segment_base: i64) -> io::Result<()> {
+    /// Before a truncation: nothing at or after `offset` counts as flushed any more, and
+    /// the segment at `segment_base` and the directory must be synced again.
+    fn lower_recovery_point(&mut self, offset: i64, segment_base: i64) {
         self.truncations += 1;
         self.flushed_offset = self.flushed_offset.min(offset);
         self.indexes_durable_below = self.indexes_durable_below.min(segment_base);
         self.dir_durable_below = self.dir_durable_below.min(segment_base);
-        self.write_recovery_checkpoint().map(|_| ())
     }
 
     /// The leader epoch of the last batch appended, or of a leader elected since.
@@ -998,8 +960,7 @@ fn load_epochs(dir: &Path, segments: &[LogSegment]) -> io::Result<LeaderEpochCac
     Ok(cache)
 }
 
-/// Base offsets of the segments in `dir`, sorted. Removes index files with no
-/// `.log` and a stale recovery point temp file.
+/// Base offsets of the segments in `dir`, sorted. Removes index files with no `.log`.
 fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
@@ -1013,8 +974,6 @@ fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
             .or_else(|| parse_segment_name(name, TIME_INDEX_SUFFIX))
         {
             indexes.push((base, entry.path()));
-        } else if name == RECOVERY_POINT_TMP {
-            fs::remove_file(entry.path())?;
         }
     }
     bases.sort_unstable();
@@ -1025,25 +984,6 @@ fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
         }
     }
     Ok(bases)
-}
-
-/// The recovery point, or 0 (recover everything) if the file is missing or
-/// unreadable: losing it costs a longer recovery, never data.
-fn read_recovery_point(dir: &Path) -> io::Result<i64> {
-    let text = match fs::read_to_string(dir.join(RECOVERY_POINT_FILE)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => String::new(),
-        Err(e) => return Err(e),
-    };
-    let mut lines = text.lines();
-    match (lines.next(), lines.next().map(str::parse::<i64>)) {
-        (Some(CHECKPOINT_VERSION), Some(Ok(offset))) if offset >= 0 => Ok(offset),
-        _ => {
-            tracing::warn!(dir = %dir.display(), "ignoring malformed recovery point file");
-            Ok(0)
-        }
-    }
 }
 
 /// Opens every segment (see [`PartitionLog::open`]). Returns the segments
@@ -1148,7 +1088,12 @@ mod tests {
     }
 
     fn open(dir: &Path) -> PartitionLog {
-        PartitionLog::open(&dir.join("topic-0"), config(), false).unwrap()
+        PartitionLog::open(
+            &dir.join("topic-0"),
+            config(),
+            RecoveryStart::RecoveryPoint(0),
+        )
+        .unwrap()
     }
 
     fn append_n(log: &mut PartitionLog, n: i64, first_ts: i64) {
@@ -1287,7 +1232,7 @@ mod tests {
             segment_ms: 1_000,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, RecoveryStart::RecoveryPoint(0)).unwrap();
         // The first segment's creation time is wall-clock time at open.
         let t0 = system_time_ms(SystemTime::now());
         log.append(&one(0), 0, t0).unwrap();
@@ -1350,7 +1295,7 @@ mod tests {
             retention_ms: 1_000,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, RecoveryStart::RecoveryPoint(0)).unwrap();
         append_n(&mut log, 10, 1_000); // max ts 1009
         append_n(&mut log, 10, 5_000); // max ts 5009
         append_n(&mut log, 5, 9_000); // active
@@ -1372,7 +1317,8 @@ mod tests {
         assert_eq!((bases(&log), log.log_start_offset()), (vec![20], 20));
         // And the log reopens with the new start offset.
         drop(log);
-        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
+        let log =
+            PartitionLog::open(dir.path(), config(), RecoveryStart::RecoveryPoint(0)).unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 25));
     }
 
@@ -1384,7 +1330,7 @@ mod tests {
             retention_bytes: 2 * seg,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, RecoveryStart::RecoveryPoint(0)).unwrap();
         append_n(&mut log, 45, 0); // four full segments and a half-full active one
         assert_eq!(log.segment_count(), 5);
         // 4.5 segments; deleting two leaves 2.5 >= 2, a third would leave 1.5.
@@ -1396,7 +1342,7 @@ mod tests {
 
     /// Three segments' worth of data and the position of every batch in the last.
     fn three_segments(dir: &Path) -> PartitionLog {
-        let mut log = PartitionLog::open(dir, config(), false).unwrap();
+        let mut log = PartitionLog::open(dir, config(), RecoveryStart::RecoveryPoint(0)).unwrap();
         append_n(&mut log, 25, 0);
         assert_eq!(bases(&log), vec![0, 10, 20]);
         log
@@ -1417,7 +1363,8 @@ mod tests {
             .set_len(torn)
             .unwrap();
 
-        let mut log = PartitionLog::open(dir.path(), config(), false).unwrap();
+        let mut log =
+            PartitionLog::open(dir.path(), config(), RecoveryStart::RecoveryPoint(0)).unwrap();
         let stats = log.recovery_stats();
         assert_eq!(stats.bytes_truncated, batch_len() / 2);
         assert_eq!(stats.segments_deleted, 0);
@@ -1438,7 +1385,8 @@ mod tests {
         // Flip a byte inside the record data of offset 13 (4th batch of segment 1).
         flip_byte(&middle, 3 * batch_len() + 70);
 
-        let mut log = PartitionLog::open(dir.path(), config(), false).unwrap();
+        let mut log =
+            PartitionLog::open(dir.path(), config(), RecoveryStart::RecoveryPoint(0)).unwrap();
         let stats = log.recovery_stats();
         assert_eq!((stats.segments_recovered, stats.segments_deleted), (2, 1));
         assert_eq!(stats.bytes_truncated, 7 * batch_len());
@@ -1455,13 +1403,14 @@ mod tests {
         flush(&mut log);
         assert_eq!(log.flushed_offset(), 25);
         // Capped at the active segment, whose indexes are still changing.
-        assert_eq!(log.write_recovery_checkpoint().unwrap(), 20);
+        assert_eq!(log.recovery_point(), 20);
         let first = log.segments()[0].log_path().to_path_buf();
         drop(log);
         // Corrupt a trusted segment: recovery must not even look at it.
         flip_byte(&first, 5 * batch_len() + 70);
 
-        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
+        let log =
+            PartitionLog::open(dir.path(), config(), RecoveryStart::RecoveryPoint(20)).unwrap();
         let stats = log.recovery_stats();
         assert_eq!(stats.recovery_point, 20);
         assert_eq!((stats.segments_trusted, stats.segments_recovered), (2, 1));
@@ -1473,8 +1422,8 @@ mod tests {
         drop(log);
 
         // Without the checkpoint everything is rescanned and the damage found.
-        fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
-        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
+        let log =
+            PartitionLog::open(dir.path(), config(), RecoveryStart::RecoveryPoint(0)).unwrap();
         assert_eq!(log.recovery_stats().segments_recovered, 1);
         assert_eq!(log.recovery_stats().segments_deleted, 2);
         assert_eq!(log.log_end_offset(), 5);
@@ -1485,14 +1434,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = three_segments(dir.path());
         flush(&mut log);
-        log.write_recovery_checkpoint().unwrap();
+        let recovery_point = log.recovery_point();
         let index = segment_path(log.dir(), 0, INDEX_SUFFIX);
         let good = fs::read(&index).unwrap();
         assert!(!good.is_empty());
         drop(log);
         fs::write(&index, &good[..good.len() - 3]).unwrap();
 
-        let log = PartitionLog::open(dir.path(), config(), false).unwrap();
+        let start = RecoveryStart::RecoveryPoint(recovery_point);
+        let log = PartitionLog::open(dir.path(), config(), start).unwrap();
         let stats = log.recovery_stats();
         assert_eq!((stats.segments_trusted, stats.segments_recovered), (1, 2));
         assert_eq!(fs::read(&index).unwrap(), good);
@@ -1560,9 +1510,9 @@ mod tests {
 
         // The same answers after a reopen that trusts the sealed segments.
         flush(&mut log);
-        log.write_recovery_checkpoint().unwrap();
+        let start = RecoveryStart::RecoveryPoint(log.recovery_point());
         drop(log);
-        let log = open(dir.path());
+        let log = PartitionLog::open(&dir.path().join("topic-0"), config(), start).unwrap();
         assert!(log.recovery_stats().segments_trusted >= 1);
         assert_eq!(log.offset_for_timestamp(405).unwrap(), Some((405, 8)));
         assert_eq!(log.offset_for_timestamp(650).unwrap(), Some((900, 16)));
@@ -1710,7 +1660,7 @@ mod tests {
             retention_bytes: 0,
             ..config()
         };
-        let mut log = PartitionLog::open(dir.path(), cfg, false).unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg, RecoveryStart::RecoveryPoint(0)).unwrap();
         for i in 0..25 {
             log.append(&one(0), if i < 5 { 1 } else { 2 }, 0).unwrap();
         }
@@ -1740,7 +1690,6 @@ mod tests {
             log.append(&one(i), if i < 13 { 1 } else { 2 }, 0).unwrap();
         }
         flush(&mut log);
-        log.write_recovery_checkpoint().unwrap();
         assert_eq!(bases(&log), vec![0, 13, 23]);
         let holding = 13;
         let later: Vec<PathBuf> = log.segments()[2..]
@@ -1756,8 +1705,8 @@ mod tests {
         assert!(later.iter().all(|p| !p.exists()));
         assert!(!segment_path(log.dir(), later_base(&later[0]), INDEX_SUFFIX).exists());
         assert_eq!(epochs(&log), vec![(1, 0), (2, 13)]);
-        // The recovery point on disk no longer covers what was cut.
-        assert!(read_recovery_point(log.dir()).unwrap() <= cut);
+        // The recovery point no longer covers what was cut.
+        assert!(log.recovery_point() <= cut);
         let segment = &log.segments()[1];
         assert_eq!(segment.size(), (cut - holding) as u64 * batch_len());
         assert!(segment
@@ -1851,7 +1800,12 @@ mod tests {
         assert_eq!(bases(&log), vec![40]);
         log.append(&one(0), 3, 0).unwrap();
         drop(log);
-        let log = PartitionLog::open(&dir.path().join("p"), config(), false).unwrap();
+        let log = PartitionLog::open(
+            &dir.path().join("p"),
+            config(),
+            RecoveryStart::RecoveryPoint(0),
+        )
+        .unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 41));
         assert_eq!(epochs(&log), vec![(3, 40)]);
     }
@@ -1872,9 +1826,18 @@ mod tests {
     #[test]
     fn replicated_appends_keep_the_leaders_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut leader = PartitionLog::open(&dir.path().join("leader"), config(), false).unwrap();
-        let mut follower =
-            PartitionLog::open(&dir.path().join("follower"), config(), false).unwrap();
+        let mut leader = PartitionLog::open(
+            &dir.path().join("leader"),
+            config(),
+            RecoveryStart::RecoveryPoint(0),
+        )
+        .unwrap();
+        let mut follower = PartitionLog::open(
+            &dir.path().join("follower"),
+            config(),
+            RecoveryStart::RecoveryPoint(0),
+        )
+        .unwrap();
         for i in 0..25 {
             let epoch = match i {
                 0..=6 => 1,

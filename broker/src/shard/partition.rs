@@ -14,7 +14,8 @@ use corelog_replication::isr::{LeaderAndIsr, ReplicaTracker};
 
 use super::messages::{AppendResult, EpochResult, FetchQuery, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
-use crate::log::{AppendInfo, LogConfig, PartitionLog, RecordBatchHeader};
+use crate::log::checkpoint::{PartitionKey, PartitionOffsets, ShardCheckpoint};
+use crate::log::{AppendInfo, FlushJob, LogConfig, PartitionLog, RecordBatchHeader, RecoveryStart};
 use crate::metadata::{base64_url, replace_file, TopicMeta};
 use crate::metrics::{PartitionCounters, PartitionSnapshot, ShardMetrics};
 
@@ -22,19 +23,13 @@ fn error_code(code: i16) -> ErrorCode {
     ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError)
 }
 
-/// The partition's high watermark, so a restarted replica serves consumers the
-/// committed data at once (Kafka keeps it per data dir in `replication-offset-checkpoint`).
-const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
-/// How often a moving high watermark is written (Kafka's
-/// `replica.high.watermark.checkpoint.interval.ms` default).
-const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 = 5000;
-
 /// Kafka's file in each partition dir naming the topic id, so a directory left behind by a
 /// deleted topic is never served as part of a new topic with the same name.
 const PARTITION_METADATA: &str = "partition.metadata";
 
 pub struct Partition {
     pub topic_id: Uuid,
+    index: i32,
     dir: PathBuf,
     log: RefCell<PartitionLog>,
     min_insync_replicas: Cell<i32>,
@@ -46,10 +41,8 @@ pub struct Partition {
     offline: Cell<bool>,
     counters: PartitionCounters,
     metrics: Rc<ShardMetrics>,
-    /// The recovery point last written, to skip rewriting an unchanged one.
-    checkpointed: Cell<i64>,
-    /// The high watermark last written, and when (ms).
-    high_watermark_checkpointed: Cell<(i64, i64)>,
+    /// The shard's recovery points and high watermarks, this partition's among them.
+    checkpoint: Rc<RefCell<ShardCheckpoint>>,
     role: RefCell<Role>,
     /// Offsets below it are on every in-sync replica: consumers read up to here.
     high_watermark: Cell<i64>,
@@ -82,11 +75,14 @@ enum Role {
 }
 
 impl Partition {
+    /// `checkpointed` is what the shard's checkpoint held for it at startup.
     pub fn open(
         data_dir: &Path,
         topic: &TopicMeta,
         index: i32,
         clean_shutdown: bool,
+        checkpointed: Option<PartitionOffsets>,
+        checkpoint: Rc<RefCell<ShardCheckpoint>>,
         metrics: Rc<ShardMetrics>,
     ) -> anyhow::Result<Partition> {
         let dir = data_dir.join(format!("{}-{index}", topic.record.name));
@@ -106,15 +102,23 @@ impl Partition {
             tracing::warn!(dir = %dir.display(), "removing partition data of an older topic with the same name");
             std::fs::remove_dir_all(&dir)?;
         }
-        let log = PartitionLog::open(&dir, topic.log_config.clone(), clean_shutdown)?;
+        let start = match (clean_shutdown, checkpointed) {
+            (true, _) => RecoveryStart::CleanShutdown,
+            (false, Some(offsets)) => RecoveryStart::RecoveryPoint(offsets.recovery_point),
+            (false, None) => RecoveryStart::RecoveryPoint(0),
+        };
+        let log = PartitionLog::open(&dir, topic.log_config.clone(), start)?;
+        // Without a checkpoint it starts at 0: consumers wait for the followers' fetches.
         // Recovery may have cut the tail the checkpoint covered.
-        let high_watermark =
-            read_high_watermark(&dir).clamp(log.log_start_offset(), log.log_end_offset());
+        let high_watermark = checkpointed
+            .map_or(0, |offsets| offsets.high_watermark)
+            .clamp(log.log_start_offset(), log.log_end_offset());
         if !current {
             replace_file(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
         }
         Ok(Partition {
             topic_id: topic.record.id,
+            index,
             dir,
             log: RefCell::new(log),
             min_insync_replicas: Cell::new(topic.min_insync_replicas),
@@ -124,8 +128,7 @@ impl Partition {
             offline: Cell::new(false),
             counters: PartitionCounters::default(),
             metrics,
-            checkpointed: Cell::new(-1),
-            high_watermark_checkpointed: Cell::new((high_watermark, 0)),
+            checkpoint,
             role: RefCell::new(Role::Unassigned),
             high_watermark: Cell::new(high_watermark),
             high_watermark_moved: Event::new(),
@@ -556,6 +559,7 @@ impl Partition {
     /// Drops this follower's batches past where its log parts from the leader's (see
     /// [`crate::log::PartitionLog::truncate_to_divergence`]); returns the new log end.
     pub fn truncate_to_divergence(&self, epoch: i32, leader_end: i64) -> std::io::Result<i64> {
+        self.lower_checkpoint_before_truncation()?;
         let end = self
             .log
             .borrow_mut()
@@ -568,6 +572,7 @@ impl Partition {
 
     /// Starts this follower's log over at the leader's log start.
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> std::io::Result<()> {
+        self.lower_checkpoint_before_truncation()?;
         self.log.borrow_mut().truncate_fully_and_start_at(offset)?;
         self.set_high_watermark(offset);
         Ok(())
@@ -699,52 +704,70 @@ impl Partition {
         outcome
     }
 
-    /// The periodic flush: fdatasync what acks=0/1 appends left in the page cache, then
-    /// record the new recovery point. Both run on the blocking pool, and only when
-    /// something changed: an idle partition costs nothing.
+    /// The periodic flush: fdatasync what acks=0/1 appends left in the page cache (on the
+    /// blocking pool, and only when something changed: an idle partition costs nothing),
+    /// then note the new recovery point for the shard's checkpoint.
     pub async fn flush_and_checkpoint(&self) -> std::io::Result<()> {
         if self.flushing.get() {
             return Ok(());
         }
         self.sync_once().await?;
-        let Some(job) = self
-            .log
-            .borrow()
-            .checkpoint_job_if_moved(self.checkpointed.get())
-        else {
-            return Ok(());
-        };
-        let point = job.recovery_point;
-        corelog_io::spawn_blocking(move || job.write()).await?;
-        self.checkpointed.set(point);
-        self.checkpoint_high_watermark().await
+        self.note_checkpoint();
+        Ok(())
     }
 
-    /// Writes the high watermark when it moved and the last write is old enough.
-    async fn checkpoint_high_watermark(&self) -> std::io::Result<()> {
-        let high_watermark = self.high_watermark.get();
-        let (written, at) = self.high_watermark_checkpointed.get();
-        let now = super::now_ms();
-        if high_watermark == written || now - at < HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS {
-            return Ok(());
+    /// What a flush would sync now: `None` when nothing is unsynced or the partition is
+    /// offline.
+    pub fn flush_job(&self) -> Option<FlushJob> {
+        if self.offline.get() {
+            return None;
         }
-        let path = self.dir.join(HIGH_WATERMARK_FILE);
-        corelog_io::spawn_blocking(move || write_high_watermark(&path, high_watermark)).await?;
-        self.high_watermark_checkpointed.set((high_watermark, now));
-        Ok(())
+        self.log.borrow().flush_job()
+    }
+
+    /// Records a flush of `job` that a syncfs of the whole filesystem did.
+    pub fn complete_flush(&self, job: &FlushJob) {
+        self.log.borrow_mut().complete_flush(job);
+    }
+
+    fn checkpoint_key(&self) -> PartitionKey {
+        (self.topic_id, self.index)
+    }
+
+    /// Puts the current recovery point and high watermark in the shard's checkpoint.
+    pub fn note_checkpoint(&self) {
+        let offsets = PartitionOffsets {
+            recovery_point: self.log.borrow().recovery_point(),
+            high_watermark: self.high_watermark.get(),
+        };
+        self.checkpoint
+            .borrow_mut()
+            .set(self.checkpoint_key(), offsets);
+    }
+
+    /// Before a truncation: the checkpoint on disk must not let the next open trust
+    /// what is being cut, so it is lowered to the log start (a full recovery of this
+    /// partition should a crash come before the next flush round) and written now.
+    fn lower_checkpoint_before_truncation(&self) -> std::io::Result<()> {
+        let offsets = PartitionOffsets {
+            recovery_point: self.log.borrow().log_start_offset(),
+            high_watermark: self.high_watermark.get(),
+        };
+        let mut checkpoint = self.checkpoint.borrow_mut();
+        checkpoint.set(self.checkpoint_key(), offsets);
+        checkpoint.write_now()
     }
 
     pub fn recovery_stats(&self) -> crate::log::RecoveryStats {
         self.log.borrow().recovery_stats()
     }
 
-    /// See [`PartitionLog::close_cleanly`]; also records the high watermark.
+    /// See [`PartitionLog::close_cleanly`]; also notes the high watermark for the
+    /// shard's checkpoint, which the shard then writes.
     pub fn close_cleanly(&self) -> std::io::Result<()> {
         self.log.borrow_mut().close_cleanly()?;
-        write_high_watermark(
-            &self.dir.join(HIGH_WATERMARK_FILE),
-            self.high_watermark.get(),
-        )
+        self.note_checkpoint();
+        Ok(())
     }
 
     pub fn enforce_retention(&self, now_ms: i64) {
@@ -757,6 +780,7 @@ impl Partition {
     /// Removes the partition's data for good (its topic was deleted). Readers still holding
     /// a segment keep reading the unlinked file.
     pub fn delete(&self) {
+        self.checkpoint.borrow_mut().remove(self.checkpoint_key());
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             tracing::error!(dir = %self.dir.display(), "cannot delete partition data: {e}");
         }
@@ -771,12 +795,6 @@ impl FetchResult {
     }
 }
 
-/// No fsync: a stale or lost checkpoint only starts the high watermark lower (see
-/// [`read_high_watermark`]).
-fn write_high_watermark(path: &Path, high_watermark: i64) -> std::io::Result<()> {
-    replace_file(path, format!("0\n{high_watermark}\n").as_bytes())
-}
-
 /// A whole `partition.metadata` record: a version line and a topic id line.
 fn is_partition_metadata(text: &str) -> bool {
     let mut lines = text.lines();
@@ -786,22 +804,6 @@ fn is_partition_metadata(text: &str) -> bool {
             .and_then(|line| line.strip_prefix("topic_id: "))
             .is_some_and(|id| id.len() == 22)
         && text.ends_with('\n')
-}
-
-/// The checkpointed high watermark; 0 (consumers wait for the followers' fetches) when
-/// missing or unreadable.
-fn read_high_watermark(dir: &Path) -> i64 {
-    let Ok(text) = std::fs::read_to_string(dir.join(HIGH_WATERMARK_FILE)) else {
-        return 0;
-    };
-    let mut lines = text.lines();
-    match (lines.next(), lines.next().map(str::parse::<i64>)) {
-        (Some("0"), Some(Ok(offset))) if offset >= 0 => offset,
-        _ => {
-            tracing::warn!(dir = %dir.display(), "ignoring malformed high watermark checkpoint");
-            0
-        }
-    }
 }
 
 /// The last offset of the last whole batch in `batches`.

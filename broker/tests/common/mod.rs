@@ -479,7 +479,9 @@ impl Client {
                 ])),
         ]);
         let response = self.call(8, &request);
-        response.groups[0].topics[0].partitions[0].committed_offset
+        let group = &response.groups[0];
+        assert!(!group.topics.is_empty(), "OffsetFetch answered {group:?}");
+        group.topics[0].partitions[0].committed_offset
     }
 }
 
