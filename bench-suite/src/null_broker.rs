@@ -24,14 +24,14 @@
 //! sent, which the tests check.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufReader, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
@@ -411,21 +411,26 @@ pub fn start(listen: &str, retain_bytes: usize) -> Result<NullBroker> {
     Ok(NullBroker { addr, stats })
 }
 
-fn serve_connection(stream: TcpStream, state: &State) -> Result<()> {
+fn serve_connection(mut stream: TcpStream, state: &State) -> Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::with_capacity(1 << 20, stream);
     let mut reply = Reply::default();
     loop {
         let mut len = [0u8; 4];
-        reader.read_exact(&mut len)?;
+        stream.read_exact(&mut len)?;
         let len = i32::from_be_bytes(len);
         if !(0..=100 << 20).contains(&len) {
             bail!("bad frame length {len}");
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        reader.read_exact(&mut frame)?;
-        let mut frame = frame.freeze();
+        // Each frame in its own buffer, as kept batches hold it. read_to_end fills the
+        // spare capacity without zeroing it first, and reading the socket unbuffered spares
+        // a copy (zeroing and copying frames cost the null broker 30% of its CPU).
+        let mut frame = Vec::with_capacity(len as usize);
+        (&mut stream).take(len as u64).read_to_end(&mut frame)?;
+        if frame.len() != len as usize {
+            bail!("connection closed inside a frame");
+        }
+        let mut frame = Bytes::from(frame);
         state.stats.requests.fetch_add(1, Ordering::Relaxed);
         if handle(&mut frame, state, &mut reply)? {
             reply.send(&mut writer)?;
