@@ -50,10 +50,14 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Serve a broker that stores nothing (the generator's own ceiling).
+    /// Serve a broker that keeps produced records in memory only, serving them back to
+    /// fetches (the generator's own ceiling, producing and consuming).
     NullBroker {
         #[arg(long, default_value = "127.0.0.1:9999")]
         listen: String,
+        /// MiB of produce requests kept for fetches; past it the oldest go.
+        #[arg(long, default_value_t = corelog_bench::null_broker::DEFAULT_RETAIN_MIB)]
+        retain_mib: usize,
     },
     /// List the built-in scenarios, or print one as TOML.
     Scenarios { name: Option<String> },
@@ -193,8 +197,8 @@ fn run_cli() -> Result<()> {
             execute(common, vec![target], command_line)
         }
         Command::Compare { targets, common } => execute(common, targets, command_line),
-        Command::NullBroker { listen } => {
-            let broker = corelog_bench::null_broker::start(&listen)?;
+        Command::NullBroker { listen, retain_mib } => {
+            let broker = corelog_bench::null_broker::start(&listen, retain_mib << 20)?;
             eprintln!("null broker listening on {}", broker.addr);
             loop {
                 std::thread::park();

@@ -31,39 +31,27 @@ pub fn for_each_record(
         next_offset: from_offset,
     };
     let mut pos = 0;
-    while records.len() - pos >= BATCH_HEADER_LEN {
-        let batch = &records[pos..];
-        let base_offset = i64::from_be_bytes(batch[0..8].try_into().unwrap());
-        let total = 12 + i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize;
-        if total < BATCH_HEADER_LEN || batch.len() < total {
-            break;
+    while let Some(h) = Header::parse(&records[pos..]) {
+        if h.magic != 2 {
+            bail!("record batch magic {} (only v2 is supported)", h.magic);
         }
-        if batch[16] != 2 {
-            bail!("record batch magic {} (only v2 is supported)", batch[16]);
-        }
-        let batch = &batch[..total];
-        let attributes = i16::from_be_bytes(batch[21..23].try_into().unwrap());
-        let last_delta = i32::from_be_bytes(batch[23..27].try_into().unwrap());
-        let count = i32::from_be_bytes(
-            batch[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
-                .try_into()
-                .unwrap(),
-        );
-        pos += total;
-        let batch_end = base_offset + i64::from(last_delta) + 1;
+        let batch = &records[pos..pos + h.len];
+        pos += h.len;
+        let batch_end = h.end_offset();
         if batch_end <= walked.next_offset {
             continue;
         }
-        let is_control = attributes & 0x20 != 0;
+        let is_control = h.attributes & 0x20 != 0;
         if !is_control {
             let body = &batch[BATCH_HEADER_LEN..];
+            let (count, base_offset) = (h.records, h.base_offset);
             let mut visit = |body: &[u8]| -> Result<()> {
                 walk_records(body, count, base_offset, walked.next_offset, &mut |o, v| {
                     walked.records += 1;
                     f(o, v)
                 })
             };
-            match attributes & 0x7 {
+            match h.attributes & 0x7 {
                 0 => visit(body)?,
                 // Compressed batches cost one decompression buffer each (per batch, not per record).
                 codec => {
@@ -119,22 +107,74 @@ fn truncated() -> anyhow::Error {
     anyhow::anyhow!("truncated record in batch")
 }
 
-/// Sums the record counts of the batches in a produced `records` field (the null broker's
-/// tally), reading only batch headers.
-pub fn count_records(records: &[u8]) -> u64 {
-    let mut pos = 0;
-    let mut n = 0;
-    while records.len() - pos >= BATCH_HEADER_LEN {
-        let b = &records[pos..];
-        let count = i32::from_be_bytes(
-            b[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
-                .try_into()
-                .unwrap(),
-        );
-        n += count.max(0) as u64;
-        pos += 12 + i32::from_be_bytes(b[8..12].try_into().unwrap()).max(0) as usize;
+/// The header fields of a v2 batch that this module reads.
+struct Header {
+    base_offset: i64,
+    /// Bytes of the whole batch, header included.
+    len: usize,
+    magic: u8,
+    attributes: i16,
+    last_offset_delta: i32,
+    records: i32,
+}
+
+impl Header {
+    /// The header of the batch at the start of `bytes`, if the whole batch is there.
+    fn parse(bytes: &[u8]) -> Option<Header> {
+        let field = |at: usize| bytes[at..at + 4].try_into().unwrap();
+        if bytes.len() < BATCH_HEADER_LEN {
+            return None;
+        }
+        let len = usize::try_from(i32::from_be_bytes(field(8))).ok()? + 12;
+        if len < BATCH_HEADER_LEN || len > bytes.len() {
+            return None;
+        }
+        Some(Header {
+            base_offset: i64::from_be_bytes(bytes[..8].try_into().unwrap()),
+            len,
+            magic: bytes[16],
+            attributes: i16::from_be_bytes(bytes[21..23].try_into().unwrap()),
+            last_offset_delta: i32::from_be_bytes(field(23)),
+            records: i32::from_be_bytes(field(RECORD_COUNT_OFFSET)),
+        })
     }
-    n
+
+    /// The offset after the batch's last record.
+    fn end_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta) + 1
+    }
+}
+
+/// One v2 batch of a produced `records` field.
+#[derive(Debug)]
+pub struct ProducedBatch {
+    /// The whole batch, header included: a slice of the request's buffer, not a copy.
+    pub bytes: Bytes,
+    /// Records it holds (the header's count).
+    pub records: u64,
+    /// Offsets it takes: its last offset delta + 1, the same figure the consumer's walk
+    /// ends the batch at (the delta is inside the CRC, so a broker cannot rewrite it).
+    pub offsets: i64,
+}
+
+/// Splits a produced `records` field (what the null broker keeps) into its batches,
+/// reading only their headers; `None` unless it is a whole sequence of v2 batches.
+pub fn split_batches(records: &Bytes) -> Option<Vec<ProducedBatch>> {
+    let mut batches = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        let h = Header::parse(&records[pos..])?;
+        if h.magic != 2 || h.last_offset_delta < 0 {
+            return None;
+        }
+        batches.push(ProducedBatch {
+            bytes: records.slice(pos..pos + h.len),
+            records: h.records.max(0) as u64,
+            offsets: i64::from(h.last_offset_delta) + 1,
+        });
+        pos += h.len;
+    }
+    Some(batches)
 }
 
 #[cfg(test)]
@@ -178,12 +218,14 @@ mod tests {
                 }
             );
             assert_eq!(seen, (101..106).map(|o| (o, o as u64)).collect::<Vec<_>>());
-            assert_eq!(count_records(&bytes), 6);
+            let batches = split_batches(&Bytes::from(bytes)).unwrap();
+            let counts: Vec<_> = batches.iter().map(|b| (b.records, b.offsets)).collect();
+            assert_eq!(counts, [(3, 3), (3, 3)]);
         }
     }
 
     #[test]
-    fn ignores_a_partial_trailing_batch() {
+    fn a_partial_trailing_batch_is_skipped_by_the_walk_and_refused_by_the_split() {
         let bytes = two_batches(Compression::None);
         let cut = &bytes[..bytes.len() - 5];
         let w = for_each_record(cut, 0, |_, _| {}).unwrap();
@@ -194,5 +236,6 @@ mod tests {
                 next_offset: 103
             }
         );
+        assert!(split_batches(&Bytes::copy_from_slice(cut)).is_none());
     }
 }
