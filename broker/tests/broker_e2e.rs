@@ -491,22 +491,12 @@ fn emptied_checkpoints_after_a_crash_lose_nothing() {
 }
 
 /// After a crash, recovery starts at the recovery points the shards checkpointed: sealed
-/// segments flushed before the crash are trusted, and only what follows is scanned. Two
-/// shards of one dirty partition each flush with fdatasync.
+/// segments flushed before the crash are trusted, and only what follows is scanned.
 #[test]
 fn a_restart_after_a_crash_trusts_checkpointed_segments() {
-    restart_after_crash_trusts_checkpoints(2, 2);
-}
-
-/// The same with sixteen dirty partitions on a shard, which it flushes with one syncfs.
-#[test]
-fn a_restart_after_a_crash_trusts_segments_synced_by_syncfs() {
-    restart_after_crash_trusts_checkpoints(1, 16);
-}
-
-fn restart_after_crash_trusts_checkpoints(shards: usize, partitions: i32) {
+    let partitions = 4;
     let mut broker = Broker::start(
-        shards,
+        2,
         &[
             "log.segment.bytes=1024",
             "log.flush.interval.ms=50",

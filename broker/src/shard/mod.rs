@@ -81,10 +81,6 @@ pub struct Shard {
     pub fetch_sessions: RefCell<FetchSessionCache>,
 }
 
-/// Below this many dirty partitions the periodic flush fdatasyncs each: a syncfs also
-/// writes back whatever else is dirty on the filesystem.
-const SYNCFS_MIN_DIRTY_PARTITIONS: usize = 8;
-
 impl Shard {
     pub fn new(
         id: usize,
@@ -477,12 +473,9 @@ impl Shard {
         let interval = Duration::from_millis(self.config.log_flush_interval_ms);
         loop {
             corelog_io::sleep(interval).await;
-            let partitions = self.owned_partitions();
-            if !self.sync_filesystem(&partitions).await {
-                for partition in &partitions {
-                    if let Err(e) = partition.flush_and_checkpoint().await {
-                        tracing::error!("periodic flush failed: {e}");
-                    }
+            for partition in self.owned_partitions() {
+                if let Err(e) = partition.flush_and_checkpoint().await {
+                    tracing::error!("periodic flush failed: {e}");
                 }
             }
             let changes = self.checkpoint.borrow_mut().take_changes();
@@ -492,39 +485,6 @@ impl Shard {
                 }
             }
         }
-    }
-
-    /// The periodic flush as one syncfs of the data dir's filesystem instead of an
-    /// fdatasync per dirty partition: with 10,000 partitions, one journal commit instead
-    /// of 10,000 a second. False when too few partitions are dirty for it to pay or the
-    /// syncfs failed: the partitions then sync one by one, which also tells which one
-    /// failed (and takes it offline).
-    async fn sync_filesystem(&self, partitions: &[Rc<Partition>]) -> bool {
-        let jobs: Vec<_> = partitions
-            .iter()
-            .filter_map(|partition| Some((partition, partition.flush_job()?)))
-            .collect();
-        if jobs.len() < SYNCFS_MIN_DIRTY_PARTITIONS {
-            return false;
-        }
-        let dir = self.config.data_dir.clone();
-        let started = Instant::now();
-        if let Err(e) = corelog_io::spawn_blocking(move || crate::log::syncfs(&dir)).await {
-            tracing::warn!(
-                shard = self.id,
-                "syncfs failed, syncing partitions one by one: {e}"
-            );
-            return false;
-        }
-        self.metrics.fsync_latency.record(started.elapsed());
-        // The jobs were taken before the syncfs, so it covered all they cover.
-        for (partition, job) in &jobs {
-            partition.complete_flush(job);
-        }
-        for partition in partitions {
-            partition.note_checkpoint();
-        }
-        true
     }
 
     /// Expires group members whose sessions lapsed and completes timed group transitions.

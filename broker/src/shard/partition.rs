@@ -15,7 +15,7 @@ use corelog_replication::isr::{LeaderAndIsr, ReplicaTracker};
 use super::messages::{AppendResult, EpochResult, FetchQuery, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
 use crate::log::checkpoint::{PartitionKey, PartitionOffsets, ShardCheckpoint};
-use crate::log::{AppendInfo, FlushJob, LogConfig, PartitionLog, RecordBatchHeader, RecoveryStart};
+use crate::log::{AppendInfo, LogConfig, PartitionLog, RecordBatchHeader, RecoveryStart};
 use crate::metadata::{base64_url, replace_file, TopicMeta};
 use crate::metrics::{PartitionCounters, PartitionSnapshot, ShardMetrics};
 
@@ -716,26 +716,12 @@ impl Partition {
         Ok(())
     }
 
-    /// What a flush would sync now: `None` when nothing is unsynced or the partition is
-    /// offline.
-    pub fn flush_job(&self) -> Option<FlushJob> {
-        if self.offline.get() {
-            return None;
-        }
-        self.log.borrow().flush_job()
-    }
-
-    /// Records a flush of `job` that a syncfs of the whole filesystem did.
-    pub fn complete_flush(&self, job: &FlushJob) {
-        self.log.borrow_mut().complete_flush(job);
-    }
-
     fn checkpoint_key(&self) -> PartitionKey {
         (self.topic_id, self.index)
     }
 
     /// Puts the current recovery point and high watermark in the shard's checkpoint.
-    pub fn note_checkpoint(&self) {
+    fn note_checkpoint(&self) {
         let offsets = PartitionOffsets {
             recovery_point: self.log.borrow().recovery_point(),
             high_watermark: self.high_watermark.get(),
