@@ -102,10 +102,10 @@ impl Partition {
             tracing::warn!(dir = %dir.display(), "removing partition data of an older topic with the same name");
             std::fs::remove_dir_all(&dir)?;
         }
-        let start = match (clean_shutdown, checkpointed) {
-            (true, _) => RecoveryStart::CleanShutdown,
-            (false, Some(offsets)) => RecoveryStart::RecoveryPoint(offsets.recovery_point),
-            (false, None) => RecoveryStart::RecoveryPoint(0),
+        let start = if clean_shutdown {
+            RecoveryStart::CleanShutdown
+        } else {
+            RecoveryStart::RecoveryPoint(checkpointed.map_or(0, |offsets| offsets.recovery_point))
         };
         let log = PartitionLog::open(&dir, topic.log_config.clone(), start)?;
         // Without a checkpoint it starts at 0: consumers wait for the followers' fetches.
