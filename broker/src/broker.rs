@@ -10,7 +10,7 @@ use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
 use crate::log::checkpoint;
 use crate::metadata::load_node_identity;
-use crate::shard::{Shard, CONTROLLER_SHARD};
+use crate::shard::{remove_deleted_dirs, Shard, CONTROLLER_SHARD};
 use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
 
 /// How long a starting broker waits to be registered and unfenced, and for the offsets
@@ -18,6 +18,22 @@ use crate::shutdown::{take_clean_shutdown_marker, Shutdown};
 const STARTUP_REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bound on messages queued between two shards; senders wait beyond it.
 const MESH_CAPACITY: usize = 1024;
+
+/// Removes what deleted topics left behind when the broker last stopped, without
+/// delaying the start: those directories are never served again.
+fn remove_deleted_partitions_in_background(data_dir: &std::path::Path) {
+    let data_dir = data_dir.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("remove-deleted".into())
+        .spawn(move || match remove_deleted_dirs(&data_dir) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed data of deleted partitions"),
+            Err(e) => tracing::error!("cannot remove data of deleted partitions: {e}"),
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start removing data of deleted partitions: {e}");
+    }
+}
 
 pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -34,6 +50,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     );
     checkpoint::remove_files_of_shards_from(&config.data_dir, cpus.len())?;
     warn_about_host(&cpus, &config.data_dir);
+    remove_deleted_partitions_in_background(&config.data_dir);
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
@@ -88,18 +105,15 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
                 None
             };
             let serves_clients = config.cluster.roles.broker;
-            if let Some(member) = member.as_ref().filter(|_| serves_clients) {
-                member.wait_ready(STARTUP_REGISTRATION_WAIT).await;
-                // Every shard opens its partitions before any serves.
-                shard.wait_published(member.quorum.applied_index()).await;
+            if let Some(member) = &member {
+                if serves_clients {
+                    member.wait_ready(STARTUP_REGISTRATION_WAIT).await;
+                    // Every shard opens its partitions before any serves.
+                    shard.wait_published(member.quorum.applied_index()).await;
+                }
+                shard.clear_shards_to_serve().await;
             }
-            shard
-                .wait_for_first_image(if serves_clients {
-                    STARTUP_REGISTRATION_WAIT
-                } else {
-                    std::time::Duration::ZERO
-                })
-                .await;
+            shard.wait_cleared_to_serve().await;
             corelog_io::spawn_local(shard.clone().run_periodic_flush()).detach();
             corelog_io::spawn_local(shard.clone().run_retention()).detach();
             corelog_io::spawn_local(shard.clone().run_group_timers()).detach();

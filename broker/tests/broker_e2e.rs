@@ -826,3 +826,94 @@ fn altered_retention_applies_to_the_running_log() {
     let (code, _, _) = client.fetch("shrink", 0, 0, 0);
     assert_eq!(code, 1, "OFFSET_OUT_OF_RANGE below the log start");
 }
+
+/// The partition directories of `topic` in `data_dir` (deleted ones included).
+fn partition_dirs(data_dir: &std::path::Path, topic: &str) -> usize {
+    let prefix = format!("{topic}-");
+    std::fs::read_dir(data_dir)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_str().is_some_and(|n| n.starts_with(&prefix))
+        })
+        .count()
+}
+
+#[test]
+fn a_big_topic_creation_leaves_the_shard_serving() {
+    const BIG: i32 = 2_000;
+    let broker = Broker::start(1, &[]);
+    let mut client = broker.client();
+    client.create_topic("warm", 1);
+    assert_eq!(client.produce("warm", 0, 1, batch(&["w"])).0, 0);
+    let mut creator = broker.client();
+    let creation = std::thread::spawn(move || creator.create_topic("big", BIG));
+    // Once the first log of the new topic is on disk, the shard is opening them: a
+    // produce sent then must be answered before the last one is opened, not after.
+    while partition_dirs(broker.data_dir(), "big") == 0 {
+        assert!(
+            !creation.is_finished(),
+            "the creation ended before opening a log"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(client.produce("warm", 0, 1, batch(&["during"])).0, 0);
+    let opened_by_then = partition_dirs(broker.data_dir(), "big");
+    assert!(
+        opened_by_then < BIG as usize,
+        "the produce waited for all {BIG} partitions to open"
+    );
+    creation.join().unwrap();
+    for partition in [0, BIG / 2, BIG - 1] {
+        assert_eq!(client.produce("big", partition, 1, batch(&["x"])), (0, 0));
+    }
+    assert!(!broker.log().contains("fencing"), "{}", broker.log());
+}
+
+#[test]
+fn deleted_topics_leave_no_data_even_across_a_crash() {
+    let mut broker = Broker::start(2, &[]);
+    let mut client = broker.client();
+    client.create_topic("gone", 4);
+    for partition in 0..4 {
+        assert_eq!(
+            client.produce("gone", partition, 1, batch(&["a", "b"])).0,
+            0
+        );
+    }
+    assert_eq!(partition_dirs(broker.data_dir(), "gone"), 4);
+    let delete = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(StrBytes::from_static_str("gone"))])
+        .with_timeout_ms(10_000);
+    assert_eq!(client.call(4, &delete).responses[0].error_code, 0);
+    // The name is free at once: the same name is a new, empty topic.
+    client.create_topic("gone", 1);
+    assert_eq!(client.produce("gone", 0, 1, batch(&["new"])), (0, 0));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while partition_dirs(broker.data_dir(), "gone") > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "deleted partitions still on disk"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A crash between the rename and the removal: the restart removes the leftover.
+    let leftover = broker
+        .data_dir()
+        .join("old-0.0123456789abcdef0123456789abcdef-delete");
+    std::fs::create_dir(&leftover).unwrap();
+    std::fs::write(leftover.join("00000000000000000000.log"), b"stale").unwrap();
+    broker.restart_after_kill9();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leftover.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the leftover of a deletion stayed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = broker.client();
+    let (code, high_watermark, records) = client.fetch("gone", 0, 0, 0);
+    assert_eq!((code, high_watermark), (0, 1));
+    assert_eq!(decode_values(records), vec![(0, "new".to_string())]);
+}

@@ -1033,7 +1033,7 @@ fn load_segments(
         // Only the last segment stays active (the loop may stop early, so
         // the previous one is only known inactive now).
         if let Some(previous) = segments.last_mut() {
-            previous.deactivate();
+            previous.close_inactive();
         }
         segments.push(segment);
         if next_base.is_some() && (outcome.truncated_bytes > 0 || overlaps_next) {

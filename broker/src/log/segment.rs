@@ -485,6 +485,15 @@ impl LogSegment {
         }
     }
 
+    /// Closes the `.log` of a segment found inactive while a log is loaded. Loads run on
+    /// the blocking pool, whose thread's file cache is not the shard's: the shard reopens
+    /// the file when it is first read.
+    pub fn close_inactive(&mut self) {
+        if let SegmentLog::Open(_, path) = &self.log {
+            self.log = SegmentLog::Cached(CachedFile::new(path.clone(), None));
+        }
+    }
+
     /// The first batch whose last offset is `>= offset`, if the segment has one.
     pub fn find(&self, offset: i64) -> io::Result<Option<BatchLocation>> {
         if offset >= self.next_offset {

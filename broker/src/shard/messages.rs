@@ -41,6 +41,8 @@ pub enum ShardRequest {
         version: u64,
         image: Arc<MetadataImage>,
     },
+    /// Startup is over: the receiving shard may accept clients.
+    StartServing,
     /// A snapshot of the receiving shard's metrics.
     Metrics,
     /// A request for the active controller, through the controller shard's cluster member.
@@ -59,7 +61,8 @@ pub enum ShardResponse {
     ListOffsets(Vec<OffsetResult>),
     EpochEndOffsets(Vec<EpochResult>),
     TopicsChanged(Vec<Result<TopicRecord, TopicError>>),
-    ImageApplied,
+    /// Applied an image, or started serving.
+    Done,
     Controller(Box<corelog_replication::metadata::ControllerResponse>),
     Group(Box<ResponseKind>),
     Metrics(Box<crate::metrics::ShardSnapshot>),

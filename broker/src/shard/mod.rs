@@ -26,7 +26,7 @@ pub use messages::{
     FetchResult, NewTopic, OffsetQuery, OffsetResult, ShardRequest, ShardResponse, TopicChange,
     TopicRef,
 };
-pub use partition::Partition;
+pub use partition::{remove_deleted_dirs, OpenedPartition, Partition};
 
 use crate::cluster::ClusterMember;
 use crate::config::BrokerConfig;
@@ -43,6 +43,10 @@ use corelog_replication::metadata::ControllerRequest;
 /// poll holds one up to its max wait).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Partitions opened by one blocking-pool job: small enough that the shard picks up
+/// each batch of opened logs promptly, big enough to amortize the hand-off.
+const PARTITIONS_PER_OPEN_JOB: usize = 64;
+
 /// The shard holding the cluster member, through which topic changes go.
 pub const CONTROLLER_SHARD: usize = 0;
 
@@ -54,13 +58,21 @@ pub struct Shard {
     mesh: OnceCell<Rc<ShardMesh<ShardRequest, ShardResponse>>>,
     image: RefCell<Arc<MetadataImage>>,
     image_version: Cell<u64>,
-    image_applied: event_listener::Event,
+    /// Set once the controller shard has seen every shard apply the image of the
+    /// replayed metadata log: before, a shard could answer for a topic it has not opened.
+    cleared_to_serve: Cell<bool>,
+    cleared: event_listener::Event,
+    /// Images this shard has broadcast (the controller shard's numbering).
+    images_sent: Cell<u64>,
+    /// Held while an image is applied: one at a time, in the order they arrive.
+    applying: futures::lock::Mutex<()>,
     /// Partitions this shard owns: topic name -> partition index -> partition.
     partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
     /// Only on [`CONTROLLER_SHARD`].
     pub cluster: OnceCell<Rc<ClusterMember>>,
-    /// The last metadata index every shard has applied (controller shard only).
-    published_index: Cell<u64>,
+    /// The last metadata index every shard has applied, once one image is out
+    /// (controller shard only).
+    published_index: Cell<Option<u64>>,
     published: event_listener::Event,
     /// Connections fetching the partitions this shard follows from their leaders.
     leader_links: RefCell<replicas::LeaderLinks>,
@@ -100,11 +112,14 @@ impl Shard {
             mesh: OnceCell::new(),
             image: RefCell::new(Arc::new(MetadataImage::default())),
             image_version: Cell::new(0),
-            image_applied: event_listener::Event::new(),
+            cleared_to_serve: Cell::new(false),
+            cleared: event_listener::Event::new(),
+            images_sent: Cell::new(0),
+            applying: futures::lock::Mutex::new(()),
             partitions: RefCell::new(HashMap::new()),
             cluster: OnceCell::new(),
             leader_links: RefCell::new(Default::default()),
-            published_index: Cell::new(0),
+            published_index: Cell::new(None),
             published: event_listener::Event::new(),
             connections: Cell::new(0),
             clean_start,
@@ -200,8 +215,13 @@ impl Shard {
                 ShardResponse::TopicsChanged(self.change_topics(change).await)
             }
             ShardRequest::ApplyImage { version, image } => {
-                self.apply_image(version, image);
-                ShardResponse::ImageApplied
+                self.apply_image(version, image).await;
+                ShardResponse::Done
+            }
+            ShardRequest::StartServing => {
+                self.cleared_to_serve.set(true);
+                self.cleared.notify(usize::MAX);
+                ShardResponse::Done
             }
             ShardRequest::Controller(mut request) => {
                 let Some(member) = self.cluster.get() else {
@@ -368,7 +388,10 @@ impl Shard {
     /// Sends the current image to every shard (this one included) and waits until all
     /// have applied it, so that a topic is served everywhere once its creation is answered.
     async fn broadcast_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
-        let version = self.image_version.get() + 1;
+        // Numbered here, not from the applied version: that one only moves once every
+        // log is open, and two broadcasts under way must not share a number.
+        let version = self.images_sent.get() + 1;
+        self.images_sent.set(version);
         let applies = (0..self.count).map(|shard| {
             self.on_shard(
                 shard,
@@ -382,14 +405,83 @@ impl Shard {
     }
 
     /// Installs a newer image: opens partitions this shard now owns, closes and deletes
-    /// those of deleted topics. Images can arrive out of order; older ones are ignored.
-    fn apply_image(self: &Rc<Self>, version: u64, image: Arc<MetadataImage>) {
+    /// those of deleted topics. Images are applied one at a time; one older than the
+    /// current (they can arrive out of order) is ignored. Logs open on the blocking pool,
+    /// so the shard keeps serving (and the broker heartbeating) while thousands open.
+    async fn apply_image(self: &Rc<Self>, version: u64, image: Arc<MetadataImage>) {
+        let _applying = self.applying.lock().await;
         if version <= self.image_version.get() {
             return;
         }
-        self.image_version.set(version);
-        let mut partitions = self.partitions.borrow_mut();
+        let unopened = self.retire_and_list_unopened(&image);
         let mut opened = OpenedLogs::default();
+        for job in unopened.chunks(PARTITIONS_PER_OPEN_JOB) {
+            let results = corelog_io::spawn_blocking(self.open_job(job.to_vec(), &image)).await;
+            let mut partitions = self.partitions.borrow_mut();
+            for (name, index, result) in results {
+                match result {
+                    Ok(partition) => {
+                        opened.add(&partition.recovery_stats());
+                        let partition = Partition::serve(
+                            partition,
+                            self.checkpoint.clone(),
+                            self.metrics.clone(),
+                        );
+                        partitions.get_mut(&name).expect("slots made for it")[index as usize] =
+                            Some(Rc::new(partition));
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition = index, "cannot open partition: {e:#}")
+                    }
+                }
+            }
+        }
+        opened.report(self.id);
+        self.image_version.set(version);
+        *self.image.borrow_mut() = image.clone();
+        self.apply_roles(&image);
+        self.groups.borrow_mut().on_metadata_change(&*image);
+    }
+
+    /// A blocking-pool job opening the logs of `partitions` as `image` describes them.
+    fn open_job(
+        &self,
+        partitions: Vec<(String, i32)>,
+        image: &Arc<MetadataImage>,
+    ) -> impl FnOnce() -> Vec<(String, i32, anyhow::Result<OpenedPartition>)> + Send + 'static {
+        let image = image.clone();
+        let checkpointed = self.checkpointed.clone();
+        let data_dir = self.config.data_dir.clone();
+        let (node_id, clean_start) = (self.config.node_id, self.clean_start);
+        move || {
+            partitions
+                .into_iter()
+                .map(|(name, index)| {
+                    let topic = image.topic(&name).expect("listed from this image");
+                    let leader_epoch = topic
+                        .partition(index)
+                        .filter(|p| p.leader == node_id)
+                        .map(|p| p.leader_epoch);
+                    let checkpointed = checkpointed.get(&(topic.record.id, index)).copied();
+                    let result = Partition::open(
+                        &data_dir,
+                        topic,
+                        index,
+                        clean_start,
+                        checkpointed,
+                        leader_epoch,
+                    );
+                    (name, index, result)
+                })
+                .collect()
+        }
+    }
+
+    /// The first, synchronous part of applying `image`: deletes the partitions of deleted
+    /// topics, updates the configs of those kept, and lists the partitions this shard
+    /// should hold but has not opened (their slots are made, empty).
+    fn retire_and_list_unopened(&self, image: &MetadataImage) -> Vec<(String, i32)> {
+        let mut partitions = self.partitions.borrow_mut();
         partitions.retain(|topic, owned| {
             let current = image.topic(topic);
             let keep = |p: &Rc<Partition>| current.is_some_and(|t| t.record.id == p.topic_id);
@@ -401,11 +493,12 @@ impl Shard {
             }
             false
         });
+        let mut unopened = Vec::new();
         for (name, topic) in &image.topics {
             let owned = partitions.entry(name.clone()).or_default();
             let count = topic.record.partitions as usize;
             owned.resize(count.max(owned.len()), None);
-            for (index, slot) in owned.iter_mut().enumerate() {
+            for (index, slot) in owned.iter().enumerate() {
                 let replica_here = topic
                     .partition(index as i32)
                     .is_some_and(|p| p.replicas.contains(&self.config.node_id));
@@ -416,54 +509,29 @@ impl Shard {
                     Some(partition) => {
                         partition.update_config(&topic.log_config, topic.min_insync_replicas)
                     }
-                    None => match Partition::open(
-                        &self.config.data_dir,
-                        topic,
-                        index as i32,
-                        self.clean_start,
-                        self.checkpointed
-                            .get(&(topic.record.id, index as i32))
-                            .copied(),
-                        self.checkpoint.clone(),
-                        self.metrics.clone(),
-                    ) {
-                        Ok(partition) => {
-                            opened.add(&partition.recovery_stats());
-                            *slot = Some(Rc::new(partition));
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %name, partition = index, "cannot open partition: {e:#}")
-                        }
-                    },
+                    None => unopened.push((name.clone(), index as i32)),
                 }
             }
         }
-        opened.report(self.id);
-        drop(partitions);
-        *self.image.borrow_mut() = image.clone();
-        self.apply_roles(&image);
-        self.groups.borrow_mut().on_metadata_change(&*image);
-        self.image_applied.notify(usize::MAX);
+        unopened
     }
 
-    /// Waits until the controller shard's first image is applied here, so this shard
-    /// serves no client before its partitions are open.
-    /// Also waits, up to `limit`, for the offsets topic, so group requests find their
-    /// coordinator from the first connection on (a new cluster may need more brokers first).
-    pub async fn wait_for_first_image(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let ready = || {
-            self.image_version.get() > 0
-                && (self.image.borrow().topic(OFFSETS_TOPIC).is_some()
-                    || Instant::now() >= deadline)
-        };
-        while !ready() {
-            let listener = self.image_applied.listen();
-            if ready() {
+    /// Clears every shard to serve clients (controller shard only): called once the
+    /// cluster member is ready and every shard has applied the image of the metadata log
+    /// it replayed, so no shard turns a client away from a topic it is still opening.
+    pub async fn clear_shards_to_serve(self: &Rc<Self>) {
+        let clear = (0..self.count).map(|shard| self.on_shard(shard, ShardRequest::StartServing));
+        futures::future::join_all(clear).await;
+    }
+
+    /// Waits until the controller shard clears this shard to serve.
+    pub async fn wait_cleared_to_serve(&self) {
+        while !self.cleared_to_serve.get() {
+            let listener = self.cleared.listen();
+            if self.cleared_to_serve.get() {
                 break;
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            futures::future::select(listener, Box::pin(corelog_io::sleep(remaining))).await;
+            listener.await;
         }
     }
 
@@ -539,9 +607,9 @@ impl Shard {
         }
     }
 
-    /// Serving clients: the first metadata image is applied and no stop is under way.
+    /// Serving clients: cleared to serve and no stop is under way.
     pub fn is_ready(&self) -> bool {
-        self.image_version.get() > 0 && !self.stopping.get()
+        self.cleared_to_serve.get() && !self.stopping.get()
     }
 
     /// Resolves once the broker is stopping.
@@ -622,11 +690,13 @@ pub fn now_ms() -> i64 {
 }
 
 impl Shard {
-    /// Waits until every shard serves metadata up to `index` of the quorum's log.
+    /// Waits until every shard has applied an image, of metadata up to `index` of the
+    /// quorum's log.
     pub async fn wait_published(&self, index: u64) {
-        while self.published_index.get() < index {
+        let published = || self.published_index.get().is_some_and(|p| p >= index);
+        while !published() {
             let listener = self.published.listen();
-            if self.published_index.get() >= index {
+            if published() {
                 break;
             }
             listener.await;
@@ -654,7 +724,7 @@ impl Shard {
                     version.1.map(crate::cluster::node_id_of),
                 );
                 self.broadcast_image(Arc::new(image)).await;
-                self.published_index.set(version.0);
+                self.published_index.set(Some(version.0));
                 self.published.notify(usize::MAX);
             }
             changed.await;

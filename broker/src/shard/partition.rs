@@ -50,7 +50,6 @@ pub struct Partition {
     high_watermark_moved: Event,
 }
 
-/// What this broker is for the partition, as the last metadata image said.
 /// Ends a sync's `flushing` mark and wakes its waiters however the sync ends: also when
 /// the waiter running it is dropped mid-sync (a produce timeout), which would otherwise
 /// leave every later waiter waiting for a sync that never finishes.
@@ -63,6 +62,7 @@ impl Drop for FlushingGuard<'_> {
     }
 }
 
+/// What this broker is for the partition, as the last metadata image said.
 enum Role {
     /// Not yet told (just opened).
     Unassigned,
@@ -74,17 +74,37 @@ enum Role {
     Follower { leader_epoch: i32 },
 }
 
+/// A partition whose log is open but which no shard serves yet: what
+/// [`Partition::open`] does on the blocking pool, handed to [`Partition::serve`].
+pub struct OpenedPartition {
+    topic_id: Uuid,
+    index: i32,
+    dir: PathBuf,
+    log: PartitionLog,
+    min_insync_replicas: i32,
+    high_watermark: i64,
+}
+
+impl OpenedPartition {
+    pub fn recovery_stats(&self) -> crate::log::RecoveryStats {
+        self.log.recovery_stats()
+    }
+}
+
 impl Partition {
-    /// `checkpointed` is what the shard's checkpoint held for it at startup.
+    /// Opens (creating or recovering) the partition's log: file work only, so it runs on
+    /// the blocking pool and a big topic creation or restart never stalls the shard.
+    /// `checkpointed` is what the shard's checkpoint held for it at startup;
+    /// `leader_epoch` is the epoch this broker leads it in, if it does, recorded here so
+    /// that taking the lead writes no file on the shard.
     pub fn open(
         data_dir: &Path,
         topic: &TopicMeta,
         index: i32,
         clean_shutdown: bool,
         checkpointed: Option<PartitionOffsets>,
-        checkpoint: Rc<RefCell<ShardCheckpoint>>,
-        metrics: Rc<ShardMetrics>,
-    ) -> anyhow::Result<Partition> {
+        leader_epoch: Option<i32>,
+    ) -> anyhow::Result<OpenedPartition> {
         let dir = data_dir.join(format!("{}-{index}", topic.record.name));
         let id_line = format!(
             "version: 0\ntopic_id: {}\n",
@@ -107,7 +127,12 @@ impl Partition {
         } else {
             RecoveryStart::RecoveryPoint(checkpointed.map_or(0, |offsets| offsets.recovery_point))
         };
-        let log = PartitionLog::open(&dir, topic.log_config.clone(), start)?;
+        let mut log = PartitionLog::open(&dir, topic.log_config.clone(), start)?;
+        if let Some(epoch) = leader_epoch {
+            if log.latest_epoch().is_none_or(|e| e < epoch) {
+                log.start_leader_epoch(epoch)?;
+            }
+        }
         // Without a checkpoint it starts at 0: consumers wait for the followers' fetches.
         // Recovery may have cut the tail the checkpoint covered.
         let high_watermark = checkpointed
@@ -116,12 +141,28 @@ impl Partition {
         if !current {
             replace_file(&dir.join(PARTITION_METADATA), id_line.as_bytes())?;
         }
-        Ok(Partition {
+        Ok(OpenedPartition {
             topic_id: topic.record.id,
             index,
             dir,
-            log: RefCell::new(log),
-            min_insync_replicas: Cell::new(topic.min_insync_replicas),
+            log,
+            min_insync_replicas: topic.min_insync_replicas,
+            high_watermark,
+        })
+    }
+
+    /// The shard's side of an opened partition, in no role until the image assigns one.
+    pub fn serve(
+        opened: OpenedPartition,
+        checkpoint: Rc<RefCell<ShardCheckpoint>>,
+        metrics: Rc<ShardMetrics>,
+    ) -> Partition {
+        Partition {
+            topic_id: opened.topic_id,
+            index: opened.index,
+            dir: opened.dir,
+            log: RefCell::new(opened.log),
+            min_insync_replicas: Cell::new(opened.min_insync_replicas),
             appended: Event::new(),
             flushed: Event::new(),
             flushing: Cell::new(false),
@@ -130,9 +171,9 @@ impl Partition {
             metrics,
             checkpoint,
             role: RefCell::new(Role::Unassigned),
-            high_watermark: Cell::new(high_watermark),
+            high_watermark: Cell::new(opened.high_watermark),
             high_watermark_moved: Event::new(),
-        })
+        }
     }
 
     pub fn update_config(&self, config: &LogConfig, min_insync_replicas: i32) {
@@ -744,10 +785,6 @@ impl Partition {
         checkpoint.write_now()
     }
 
-    pub fn recovery_stats(&self) -> crate::log::RecoveryStats {
-        self.log.borrow().recovery_stats()
-    }
-
     /// See [`PartitionLog::close_cleanly`]; also notes the high watermark for the
     /// shard's checkpoint, which the shard then writes.
     pub fn close_cleanly(&self) -> std::io::Result<()> {
@@ -763,13 +800,26 @@ impl Partition {
         }
     }
 
-    /// Removes the partition's data for good (its topic was deleted). Readers still holding
-    /// a segment keep reading the unlinked file.
+    /// Removes the partition's data for good (its topic was deleted). The directory is
+    /// renamed out of the way at once (a topic created again under the name starts
+    /// empty) and removed on the blocking pool: removing thousands of files can take
+    /// seconds. Readers still holding a segment keep reading the unlinked file.
     pub fn delete(&self) {
         self.checkpoint.borrow_mut().remove(self.checkpoint_key());
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        let doomed = deleted_dir_name(&self.dir, self.topic_id);
+        if let Err(e) = std::fs::rename(&self.dir, &doomed) {
             tracing::error!(dir = %self.dir.display(), "cannot delete partition data: {e}");
+            return;
         }
+        corelog_io::spawn_local(async move {
+            let removal = doomed.clone();
+            if let Err(e) =
+                corelog_io::spawn_blocking(move || std::fs::remove_dir_all(removal)).await
+            {
+                tracing::error!(dir = %doomed.display(), "cannot delete partition data: {e}");
+            }
+        })
+        .detach();
     }
 }
 
@@ -779,6 +829,35 @@ impl FetchResult {
         self.log_start_offset = log_start_offset;
         self
     }
+}
+
+/// Where a deleted partition's directory waits for its removal: Kafka's
+/// `<topic>-<partition>.<id>-delete`. No partition directory ends in `-delete` (they end
+/// in the partition number), so a restart finds and removes what a crash left behind
+/// ([`remove_deleted_dirs`]).
+fn deleted_dir_name(dir: &Path, topic_id: Uuid) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".{}{DELETED_SUFFIX}", topic_id.simple()));
+    PathBuf::from(name)
+}
+
+const DELETED_SUFFIX: &str = "-delete";
+
+/// Removes the directories of deleted partitions that a stop or crash left in `data_dir`.
+pub fn remove_deleted_dirs(data_dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let is_deleted = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.ends_with(DELETED_SUFFIX));
+        if is_deleted && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// A whole `partition.metadata` record: a version line and a topic id line.

@@ -300,7 +300,7 @@ impl Client {
 
     pub fn create_topic(&mut self, name: &str, partitions: i32) {
         let request = CreateTopicsRequest::default()
-            .with_timeout_ms(10_000)
+            .with_timeout_ms(20_000)
             .with_topics(vec![create_topics_request::CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(name.into())))
                 .with_num_partitions(partitions)
