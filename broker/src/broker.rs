@@ -35,10 +35,31 @@ fn remove_deleted_partitions_in_background(data_dir: &std::path::Path) {
     }
 }
 
+/// Fails when another process already listens on a Kafka listener of this broker: the
+/// shards bind with SO_REUSEPORT, so the bind itself would succeed and the kernel would
+/// split clients between two brokers.
+fn refuse_ports_already_served(config: &BrokerConfig) -> anyhow::Result<()> {
+    if !config.cluster.roles.broker {
+        return Ok(());
+    }
+    let listeners = [Some(config.listen), config.cluster.inter_broker_listen];
+    for address in listeners.into_iter().flatten().filter(|a| a.port() != 0) {
+        match corelog_io::listeners::live_listener_on(address) {
+            Ok(None) => {}
+            Ok(Some(pid)) => anyhow::bail!(
+                "cannot listen on {address}: process {pid} already listens there (another broker?)"
+            ),
+            Err(e) => tracing::warn!("cannot check whether {address} is in use: {e}"),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    refuse_ports_already_served(&config)?;
     raise_open_file_limit();
     let clean_start = take_clean_shutdown_marker(&config.data_dir)?;
     let identity = load_node_identity(&config.data_dir, config.node_id)?;

@@ -917,3 +917,50 @@ fn deleted_topics_leave_no_data_even_across_a_crash() {
     assert_eq!((code, high_watermark), (0, 1));
     assert_eq!(decode_values(records), vec![(0, "new".to_string())]);
 }
+
+/// Shards bind with SO_REUSEPORT, so a second broker on a served port would bind fine and
+/// get half of the new clients: it must refuse to start instead, and leave the first
+/// broker serving.
+#[test]
+fn a_second_broker_on_a_served_port_is_refused() {
+    let broker = Broker::start(1, &[]);
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_corelog"))
+        .args([
+            "serve",
+            "--listen",
+            &broker.addr.to_string(),
+            "--cores",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(other_dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second corelog");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("a second broker on {} kept running", broker.addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("already listens there"),
+        "unexpected error: {stderr}"
+    );
+    let mut client = broker.client();
+    client.create_topic("still-served", 1);
+    let (code, _) = client.produce("still-served", 0, 1, batch(&["a"]));
+    assert_eq!(code, 0);
+}

@@ -5,6 +5,7 @@
 //! place. It knows nothing of Kafka.
 
 pub mod alloc;
+pub mod listeners;
 pub mod mesh;
 pub mod net;
 pub mod sendfile;
