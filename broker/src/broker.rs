@@ -197,8 +197,7 @@ pub fn run(config: BrokerConfig, cores: Option<usize>) -> anyhow::Result<()> {
 }
 
 /// Holds an exclusive lock on the data dir for the life of the process, so two brokers
-/// can never write the same logs. (Shards bind with SO_REUSEPORT, so a second broker on
-/// the same port would not be refused by the kernel.)
+/// can never write the same logs.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = dir.join(".lock");

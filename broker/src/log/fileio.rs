@@ -168,12 +168,6 @@ pub fn crc32c_range(reader: &mut WindowReader<'_>, mut pos: u64, mut len: u64) -
     Ok(crc)
 }
 
-/// `fdatasync`s the file at `path` through a descriptor opened for the purpose:
-/// fsync acts on the inode, so it covers writes made through any other descriptor.
-pub fn sync_path(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_data()
-}
-
 /// Flushes every dirty page and inode of the filesystem holding `dir`, with one journal
 /// commit for all of them.
 pub fn syncfs(dir: &Path) -> io::Result<()> {

@@ -29,6 +29,6 @@ pub mod segment;
 
 pub use batch::{error_code, validate_batches, BatchError, BatchesSummary, RecordBatchHeader};
 pub use partition_log::{
-    AppendError, AppendInfo, FlushJob, LogConfig, PartitionLog, ReadError, ReadSlice,
+    AppendError, AppendInfo, FlushError, FlushJob, LogConfig, PartitionLog, ReadError, ReadSlice,
     RecoveryStart, RecoveryStats,
 };

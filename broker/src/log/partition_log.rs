@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use super::batch::{
     error_code, validate_batches, BatchError, BatchIter, BatchesSummary, NO_TIMESTAMP,
 };
-use super::fileio::sync_path;
 use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::segment::{
     parse_segment_name, system_time_ms, LogSegment, RecoveryOutcome, INDEX_SUFFIX, LOG_SUFFIX,
@@ -170,20 +169,42 @@ impl FlushJob {
 
     /// `fdatasync`s every file, then the directory if segments were created.
     ///
-    /// On error the caller must treat the log as failed (take the partition
-    /// offline): after a failed fsync Linux may have dropped the dirty pages,
+    /// On [`FlushError::Sync`] the caller must treat the log as failed (take the
+    /// partition offline): after a failed fsync Linux may have dropped the dirty pages,
     /// so retrying could "succeed" without the data being on disk.
-    pub fn run(&self) -> io::Result<()> {
+    pub fn run(&self) -> Result<(), FlushError> {
         for file in &self.files {
-            file.sync_data()?;
+            file.sync_data().map_err(FlushError::Sync)?;
         }
-        for path in &self.paths {
-            sync_path(path)?;
-        }
-        if let Some(dir) = &self.dir {
-            sync_path(dir)?;
+        // fsync acts on the inode: a descriptor opened for it covers writes made
+        // through any other.
+        for path in self.paths.iter().chain(&self.dir) {
+            File::open(path)
+                .map_err(FlushError::Open)?
+                .sync_data()
+                .map_err(FlushError::Sync)?;
         }
         Ok(())
+    }
+}
+
+/// Why a [`FlushJob`] did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// A file could not be opened to be synced (out of descriptors, say): nothing was
+    /// synced or lost, a later flush can retry.
+    #[error("cannot open a file to fdatasync it: {0}")]
+    Open(io::Error),
+    /// fdatasync itself failed: the dirty pages may be gone.
+    #[error("fdatasync failed: {0}")]
+    Sync(io::Error),
+}
+
+impl From<FlushError> for io::Error {
+    fn from(e: FlushError) -> io::Error {
+        match e {
+            FlushError::Open(e) | FlushError::Sync(e) => e,
+        }
     }
 }
 
@@ -589,19 +610,13 @@ impl PartitionLog {
         })
     }
 
-    /// Before a clean shutdown: puts everything on disk, the active segment's indexes
-    /// included, so that the next start can trust the whole log
-    /// ([`RecoveryStart::CleanShutdown`]). Blocking.
-    pub fn close_cleanly(&mut self) -> io::Result<()> {
+    /// Before a clean shutdown: writes the active segment's indexes and returns the job
+    /// whose coverage [`complete_flush`](Self::complete_flush) records once the caller
+    /// has put every file on disk (one syncfs for all logs). The next start can then
+    /// trust the whole log ([`RecoveryStart::CleanShutdown`]).
+    pub fn seal_for_close(&mut self) -> io::Result<Option<FlushJob>> {
         self.active_mut().seal()?;
-        if let Some(job) = self.flush_job() {
-            job.run()?;
-            self.complete_flush(&job);
-        }
-        for path in self.active().index_paths() {
-            sync_path(path)?;
-        }
-        Ok(())
+        Ok(self.flush_job())
     }
 
     /// Records that `job` ran successfully.
@@ -1149,7 +1164,7 @@ mod tests {
         let time_index = dir.path().join("topic-0/00000000000000000000.timeindex");
         assert!(!index.exists() && !time_index.exists());
         let mut log = log;
-        log.close_cleanly().unwrap();
+        log.seal_for_close().unwrap();
         assert!(index.exists() && time_index.exists());
     }
 
@@ -1480,6 +1495,18 @@ mod tests {
         log.complete_flush(&job);
         assert_eq!(log.flushed_offset(), 15);
         assert!(log.flush_job().is_none());
+    }
+
+    /// A file the job cannot open (here gone; in production, out of descriptors) is not a
+    /// failed fdatasync: the caller keeps the partition online and retries.
+    #[test]
+    fn a_flush_that_cannot_open_a_file_is_not_a_failed_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_n(&mut log, 15, 0); // rolls to segment 10
+        let job = log.flush_job().unwrap();
+        std::fs::remove_file(&job.paths[0]).unwrap();
+        assert!(matches!(job.run(), Err(FlushError::Open(_))), "{job:?}");
     }
 
     #[test]

@@ -541,10 +541,16 @@ impl Shard {
         let interval = Duration::from_millis(self.config.log_flush_interval_ms);
         loop {
             corelog_io::sleep(interval).await;
+            // One line per round, however many partitions fail (say, out of descriptors).
+            let (mut failed, mut first_error) = (0, None);
             for partition in self.owned_partitions() {
                 if let Err(e) = partition.flush_and_checkpoint().await {
-                    tracing::error!("periodic flush failed: {e}");
+                    failed += 1;
+                    first_error.get_or_insert(e);
                 }
+            }
+            if let Some(e) = first_error {
+                tracing::error!(shard = self.id, failed, "periodic flush failed: {e}");
             }
             let changes = self.checkpoint.borrow_mut().take_changes();
             if let Some(write) = changes {
@@ -641,12 +647,28 @@ impl Shard {
         }
     }
 
-    /// Flushes every owned log with its indexes for a clean stop, then writes the
-    /// shard's checkpoint; false if one of them failed.
+    /// Puts every owned log with its indexes on disk for a clean stop, then writes the
+    /// shard's checkpoint; false if one of them failed. One syncfs covers every file
+    /// with one journal commit: an fdatasync per file took minutes with 10,000 partitions.
     pub fn close_logs_cleanly(&self) -> bool {
         let mut all_closed = true;
+        let mut sealed = Vec::new();
         for partition in self.owned_partitions() {
-            if let Err(e) = partition.close_cleanly() {
+            match partition.seal_for_close() {
+                Ok(job) => sealed.push((partition, job)),
+                Err(e) => {
+                    tracing::error!(shard = self.id, "cannot close a log cleanly: {e}");
+                    all_closed = false;
+                }
+            }
+        }
+        match crate::log::syncfs(&self.config.data_dir) {
+            Ok(()) => {
+                for (partition, job) in sealed {
+                    partition.closed_durably(job);
+                }
+            }
+            Err(e) => {
                 tracing::error!(shard = self.id, "flush at shutdown failed: {e}");
                 all_closed = false;
             }

@@ -15,7 +15,9 @@ use corelog_replication::isr::{LeaderAndIsr, ReplicaTracker};
 use super::messages::{AppendResult, EpochResult, FetchQuery, FetchResult, OffsetResult};
 use crate::errors::ErrorCode;
 use crate::log::checkpoint::{PartitionKey, PartitionOffsets, ShardCheckpoint};
-use crate::log::{AppendInfo, LogConfig, PartitionLog, RecordBatchHeader, RecoveryStart};
+use crate::log::{
+    AppendInfo, FlushError, FlushJob, LogConfig, PartitionLog, RecordBatchHeader, RecoveryStart,
+};
 use crate::metadata::{base64_url, replace_file, TopicMeta};
 use crate::metrics::{PartitionCounters, PartitionSnapshot, ShardMetrics};
 
@@ -737,12 +739,14 @@ impl Partition {
         self.metrics.fsync_latency.record(started.elapsed());
         match &outcome {
             Ok(()) => self.log.borrow_mut().complete_flush(&job),
-            Err(e) => {
+            Err(FlushError::Sync(e)) => {
                 tracing::error!(dir = %self.dir.display(), "fdatasync failed, taking the partition offline: {e}");
                 self.offline.set(true);
             }
+            // Nothing was synced and nothing lost: the next flush retries.
+            Err(FlushError::Open(_)) => {}
         }
-        outcome
+        Ok(outcome?)
     }
 
     /// The periodic flush: fdatasync what acks=0/1 appends left in the page cache (on the
@@ -785,12 +789,25 @@ impl Partition {
         checkpoint.write_now()
     }
 
-    /// See [`PartitionLog::close_cleanly`]; also notes the high watermark for the
-    /// shard's checkpoint, which the shard then writes.
-    pub fn close_cleanly(&self) -> std::io::Result<()> {
-        self.log.borrow_mut().close_cleanly()?;
+    /// See [`PartitionLog::seal_for_close`]. An offline partition (a failed fdatasync)
+    /// cannot be closed cleanly: its log may have lost pages.
+    pub fn seal_for_close(&self) -> std::io::Result<Option<FlushJob>> {
+        if self.offline.get() {
+            return Err(std::io::Error::other(format!(
+                "{} is offline after a failed fdatasync",
+                self.dir.display()
+            )));
+        }
+        self.log.borrow_mut().seal_for_close()
+    }
+
+    /// Once the files of a sealed log are on disk: records it, with its high watermark,
+    /// for the shard's checkpoint.
+    pub fn closed_durably(&self, job: Option<FlushJob>) {
+        if let Some(job) = job {
+            self.log.borrow_mut().complete_flush(&job);
+        }
         self.note_checkpoint();
-        Ok(())
     }
 
     pub fn enforce_retention(&self, now_ms: i64) {
