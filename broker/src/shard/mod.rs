@@ -649,7 +649,8 @@ impl Shard {
 
     /// Puts every owned log with its indexes on disk for a clean stop, then writes the
     /// shard's checkpoint; false if one of them failed. One syncfs covers every file
-    /// with one journal commit: an fdatasync per file took minutes with 10,000 partitions.
+    /// with one journal commit: up to three fdatasyncs per partition took twice as long
+    /// with 10,000 partitions (15 s against 7 s here).
     pub fn close_logs_cleanly(&self) -> bool {
         let mut all_closed = true;
         let mut sealed = Vec::new();
