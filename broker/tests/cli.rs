@@ -612,11 +612,7 @@ fn cluster_info_and_unreachable_brokers() {
     );
 
     // --brokers wins over CORELOG_BROKERS; a refused connection is one line and exit 1.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let closed = common::free_addr().to_string();
     let refused = cli.fails(&["topic", "list", "--brokers", &closed]);
     assert!(
         refused.contains("cannot connect") && refused.contains(&closed),

@@ -25,11 +25,7 @@ fn http_get(address: &str, path: &str) -> (u16, String) {
 
 /// A broker serving metrics on a free port, and that endpoint's address.
 fn start_with_metrics(settings: &[&str]) -> (Broker, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_addr().port();
     let address = format!("127.0.0.1:{port}");
     let mut all = vec![format!("metrics.listen={address}")];
     all.extend(settings.iter().map(|s| s.to_string()));

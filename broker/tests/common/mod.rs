@@ -486,11 +486,29 @@ impl Client {
 }
 
 /// A 127.0.0.1 address with a port that was free a moment ago.
+/// A free port below the kernel's ephemeral range (32768-60999 by default). A port from
+/// that range, once released here, can be taken as the source port of any outgoing
+/// connection (another test's client) before the broker binds it.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    // Offset by pid, so test binaries run one after another do not reuse ports still in
+    // TIME_WAIT.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id() % SPAN + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 pub fn now_ms() -> i64 {
