@@ -34,10 +34,25 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TIMESTAMP = re.compile(r"^\S*\d{2}:\d{2}:\d{2}\S*\s*")
 
 
+# Ports handed to brokers come from below the kernel's ephemeral range (32768-60999 by
+# default): an ephemeral port, once released here, can become the source port of a
+# broker's or client's outgoing connection before the broker meant to listen on it binds.
+FIRST_PORT, PORT_SPAN = 10_000, 22_000
+_next_port = os.getpid() % PORT_SPAN
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _next_port
+    for _ in range(PORT_SPAN):
+        port = FIRST_PORT + _next_port % PORT_SPAN
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FIRST_PORT}..{FIRST_PORT + PORT_SPAN}")
 
 
 def answers_api_versions(port: int) -> bool:
