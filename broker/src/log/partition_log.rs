@@ -819,7 +819,8 @@ impl PartitionLog {
     }
 
     /// A newly elected leader's epoch starts at the log end offset (Kafka records it
-    /// at election, before any append, so followers can be answered at once).
+    /// at election, before any append, so followers can be answered at once). An epoch
+    /// not newer than the latest recorded one changes nothing.
     pub fn start_leader_epoch(&mut self, epoch: i32) -> io::Result<()> {
         self.epochs.assign(epoch, self.log_end_offset())
     }

@@ -526,13 +526,7 @@ impl Shard {
 
     /// Waits until the controller shard clears this shard to serve.
     pub async fn wait_cleared_to_serve(&self) {
-        while !self.cleared_to_serve.get() {
-            let listener = self.cleared.listen();
-            if self.cleared_to_serve.get() {
-                break;
-            }
-            listener.await;
-        }
+        wait_until(&self.cleared, || self.cleared_to_serve.get()).await
     }
 
     /// Flushes data acknowledged with acks=0/1 every `log.flush.interval.ms`, and records
@@ -620,13 +614,7 @@ impl Shard {
 
     /// Resolves once the broker is stopping.
     pub async fn stopping(&self) {
-        while !self.stopping.get() {
-            let listener = self.stop_requested.listen();
-            if self.stopping.get() {
-                break;
-            }
-            listener.await;
-        }
+        wait_until(&self.stop_requested, || self.stopping.get()).await
     }
 
     /// Tells connections to stop reading requests and waits (bounded) until they have
@@ -705,6 +693,18 @@ impl Shard {
     }
 }
 
+/// Waits until `done()` holds, woken by `event`. Listens before checking again, so a
+/// notification between the check and the wait is not missed.
+async fn wait_until(event: &event_listener::Event, done: impl Fn() -> bool) {
+    while !done() {
+        let listener = event.listen();
+        if done() {
+            break;
+        }
+        listener.await;
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -716,14 +716,10 @@ impl Shard {
     /// Waits until every shard has applied an image, of metadata up to `index` of the
     /// quorum's log.
     pub async fn wait_published(&self, index: u64) {
-        let published = || self.published_index.get().is_some_and(|p| p >= index);
-        while !published() {
-            let listener = self.published.listen();
-            if published() {
-                break;
-            }
-            listener.await;
-        }
+        wait_until(&self.published, || {
+            self.published_index.get().is_some_and(|p| p >= index)
+        })
+        .await
     }
 
     /// Publishes every committed metadata change to all shards, for as long as the

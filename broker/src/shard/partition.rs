@@ -131,9 +131,7 @@ impl Partition {
         };
         let mut log = PartitionLog::open(&dir, topic.log_config.clone(), start)?;
         if let Some(epoch) = leader_epoch {
-            if log.latest_epoch().is_none_or(|e| e < epoch) {
-                log.start_leader_epoch(epoch)?;
-            }
+            log.start_leader_epoch(epoch)?;
         }
         // Without a checkpoint it starts at 0: consumers wait for the followers' fetches.
         // Recovery may have cut the tail the checkpoint covered.
@@ -517,10 +515,8 @@ impl Partition {
         }
         let log_end_offset = {
             let mut log = self.log.borrow_mut();
-            if log.latest_epoch().is_none_or(|e| e < state.leader_epoch) {
-                if let Err(e) = log.start_leader_epoch(state.leader_epoch) {
-                    tracing::error!(dir = %self.dir.display(), "cannot record the leader epoch: {e}");
-                }
+            if let Err(e) = log.start_leader_epoch(state.leader_epoch) {
+                tracing::error!(dir = %self.dir.display(), "cannot record the leader epoch: {e}");
             }
             log.log_end_offset()
         };
@@ -746,7 +742,7 @@ impl Partition {
             // Nothing was synced and nothing lost: the next flush retries.
             Err(FlushError::Open(_)) => {}
         }
-        Ok(outcome?)
+        outcome.map_err(Into::into)
     }
 
     /// The periodic flush: fdatasync what acks=0/1 appends left in the page cache (on the
