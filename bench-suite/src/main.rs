@@ -150,6 +150,16 @@ struct Overrides {
     /// Group consumers commit their offsets (`true`/`false`).
     #[arg(long)]
     commit_offsets: Option<bool>,
+    /// A librdkafka setting for `--driver rdkafka` clients, `KEY=VALUE`; repeatable.
+    #[arg(long = "rdkafka-set", value_parser = key_value)]
+    rdkafka_settings: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => anyhow::bail!("expected KEY=VALUE, got {s:?}"),
+    }
 }
 
 impl Overrides {
@@ -168,6 +178,7 @@ impl Overrides {
              max_in_flight => max_in_flight, prefill_secs => prefill_secs,
              fetch_sessions => fetch_sessions, group_protocol => group_protocol,
              consumer_group => consumer_group, commit_offsets => commit_offsets);
+        s.rdkafka_config.extend(self.rdkafka_settings);
     }
 }
 

@@ -58,6 +58,14 @@ fn base_config(ctx: &WorkerCtx) -> ClientConfig {
     c
 }
 
+/// The scenario's own librdkafka settings, over the driver's.
+fn with_scenario_settings<'c>(config: &'c mut ClientConfig, s: &Scenario) -> &'c ClientConfig {
+    for (key, value) in &s.rdkafka_config {
+        config.set(key, value);
+    }
+    config
+}
+
 /// A producer thread through librdkafka.
 pub fn produce(ctx: WorkerCtx) -> Result<()> {
     let s = &ctx.scenario;
@@ -66,7 +74,8 @@ pub fn produce(ctx: WorkerCtx) -> Result<()> {
         Acks::Leader => "1",
         Acks::All => "all",
     };
-    let producer: BaseProducer<Delivery> = base_config(&ctx)
+    let mut config = base_config(&ctx);
+    config
         .set("acks", acks)
         .set("enable.idempotence", "false")
         .set("linger.ms", s.linger_ms.to_string())
@@ -83,7 +92,8 @@ pub fn produce(ctx: WorkerCtx) -> Result<()> {
             "queue.buffering.max.kbytes",
             (s.buffer_bytes / 1024).max(1).to_string(),
         )
-        .set("queue.buffering.max.messages", "10000000")
+        .set("queue.buffering.max.messages", "10000000");
+    let producer: BaseProducer<Delivery> = with_scenario_settings(&mut config, s)
         .create_with_context(Delivery {
             reporter: Mutex::new(Reporter::new(ctx.tx.clone(), Role::Producer, ctx.t0)),
             ctx: &ctx,
@@ -214,7 +224,7 @@ pub fn join_group(
             .set("group.protocol", protocol)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", s.commit_offsets.to_string());
-        let c: BaseConsumer = config
+        let c: BaseConsumer = with_scenario_settings(&mut config, s)
             .create()
             .context("creating a librdkafka group consumer")?;
         c.subscribe(&topics)?;
@@ -261,11 +271,13 @@ pub fn consume(mut ctx: WorkerCtx) -> Result<()> {
             c
         }
         _ => {
-            let consumer: BaseConsumer = base_config(&ctx)
+            let mut config = base_config(&ctx);
+            config
                 .set("group.id", "corelog-bench-rdkafka")
                 .set("enable.auto.commit", "false")
                 .set("fetch.wait.max.ms", s.fetch_max_wait_ms.to_string())
-                .set("fetch.min.bytes", "1")
+                .set("fetch.min.bytes", "1");
+            let consumer: BaseConsumer = with_scenario_settings(&mut config, &s)
                 .create()
                 .context("creating the librdkafka consumer")?;
             let mut tpl = TopicPartitionList::new();

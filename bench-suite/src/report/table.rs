@@ -198,6 +198,14 @@ pub fn markdown(s: &Scenario, runs: &[RunSummary], failures: &[String], command:
         s.duration_secs,
         s.warmup_secs,
     );
+    if !s.rdkafka_config.is_empty() {
+        let settings: Vec<String> = s
+            .rdkafka_config
+            .iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect();
+        let _ = writeln!(out, "librdkafka settings: {}\n", settings.join(", "));
+    }
     if !runs.is_empty() {
         out.push_str(&table(runs));
     }

@@ -2,6 +2,7 @@
 //! knobs they set. Every field has a default, so a file names only what it changes, and CLI
 //! flags override a file field by field.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -53,6 +54,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     (
         "consume-100b-group",
         include_str!("../../scenarios/consume-100b-group.toml"),
+    ),
+    (
+        "consume-100b-group-no-backoff",
+        include_str!("../../scenarios/consume-100b-group-no-backoff.toml"),
     ),
 ];
 
@@ -117,6 +122,9 @@ pub struct Scenario {
     pub prefill_secs: u64,
     /// Consumers fetch through KIP-227 incremental fetch sessions.
     pub fetch_sessions: bool,
+    /// librdkafka settings for every client of a `--driver rdkafka` run, applied over the
+    /// driver's own (e.g. `fetch.queue.backoff.ms = "0"`).
+    pub rdkafka_config: BTreeMap<String, String>,
 }
 
 impl Default for Scenario {
@@ -153,6 +161,7 @@ impl Default for Scenario {
             drain_secs: 5,
             prefill_secs: 0,
             fetch_sessions: true,
+            rdkafka_config: BTreeMap::new(),
         }
     }
 }
@@ -468,6 +477,7 @@ mod tests {
             compression = "zstd"
             group_protocol = "consumer"
             consumer_group = "g"
+            rdkafka_config = { "fetch.queue.backoff.ms" = "0" }
             "#,
         )
         .unwrap();
@@ -478,6 +488,7 @@ mod tests {
         assert_eq!(s.compression, Compression::Zstd);
         assert_eq!(s.group_protocol, GroupProtocol::Consumer);
         assert_eq!(s.consumer_group, "g");
+        assert_eq!(s.rdkafka_config["fetch.queue.backoff.ms"], "0");
         assert_eq!(s.partitions, Scenario::default().partitions);
         assert_eq!(s.topic_names(), ["t-16p-0"]);
 
