@@ -107,6 +107,10 @@ pub const TOPIC_SETTINGS: &[TopicSetting] = &[
         broker_setting: Some("log.index.interval.bytes"),
     },
     TopicSetting {
+        name: "preallocate",
+        broker_setting: Some("log.preallocate"),
+    },
+    TopicSetting {
         name: "message.timestamp.type",
         broker_setting: None,
     },
@@ -219,6 +223,17 @@ pub fn resolve_topic(broker: &BrokerConfig, record: TopicRecord) -> Result<Topic
                 log_config.max_message_bytes = n as usize;
             }
             "index.interval.bytes" => log_config.index_interval_bytes = positive()? as usize,
+            "preallocate" => {
+                log_config.preallocate = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(invalid(format!(
+                            "config preallocate: `{value}` is not true or false"
+                        )))
+                    }
+                }
+            }
             "message.timestamp.type" if value != "CreateTime" => {
                 return Err(invalid(format!(
                     "config message.timestamp.type: `{value}` is not supported (only CreateTime)"
@@ -428,6 +443,34 @@ mod tests {
         for bad in ["", ".", "..", "with space", "slash/es", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn preallocate_follows_the_broker_unless_the_topic_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = vec!["log.preallocate=false".to_string()];
+        let broker = BrokerConfig::load(
+            "127.0.0.1:9092".parse().unwrap(),
+            dir.path().into(),
+            None,
+            &off,
+        )
+        .unwrap();
+        let topic = |configs: &[(&str, &str)]| TopicRecord {
+            name: "t".into(),
+            id: Uuid::nil(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let resolved = |configs| resolve_topic(&broker, topic(configs)).map(|t| t.log_config);
+        assert!(!resolved(&[]).unwrap().preallocate);
+        assert!(resolved(&[("preallocate", "true")]).unwrap().preallocate);
+        let refused = resolved(&[("preallocate", "yes")]).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidConfig);
     }
 
     #[test]

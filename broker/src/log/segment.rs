@@ -130,6 +130,10 @@ pub struct LogSegment {
     created_at_ms: i64,
     bytes_since_last_index_entry: u64,
     index_interval_bytes: u64,
+    /// End of the disk blocks reserved past `size` for appends (see
+    /// [`PartitionLog::flush_job`](super::partition_log::PartitionLog::flush_job)); not
+    /// known after a restart, when it counts as `size`.
+    reserved_end: u64,
 }
 
 impl LogSegment {
@@ -153,6 +157,7 @@ impl LogSegment {
             created_at_ms,
             bytes_since_last_index_entry: 0,
             index_interval_bytes: index_interval_bytes as u64,
+            reserved_end: 0,
         }
     }
 
@@ -286,7 +291,9 @@ impl LogSegment {
     /// The segment is the log's active one afterwards, so it holds its file open again.
     pub fn truncate_to(&mut self, batch: &BatchLocation) -> io::Result<()> {
         let file = self.log.file()?;
+        // Shrinking also frees the blocks reserved past the old end.
         file.set_len(batch.position)?;
+        self.reserved_end = 0;
         self.log = SegmentLog::Open(file, self.log.path().to_path_buf());
         self.offset_index.truncate_to(batch.base_offset())?;
         self.time_index.truncate_to(batch.base_offset())?;
@@ -447,6 +454,8 @@ impl LogSegment {
             if let Err(cut) = log.set_len(start) {
                 tracing::warn!(segment = %self.log_path().display(), error = %cut, "could not undo failed append");
             }
+            // A cut frees the reserved blocks too.
+            self.reserved_end = 0;
             return Err(e);
         }
         let mut position = start;
@@ -473,7 +482,24 @@ impl LogSegment {
                 .maybe_append(self.max_timestamp, self.max_timestamp_offset);
         }
         self.offset_index.write_pending()?;
-        self.time_index.write_pending()
+        self.time_index.write_pending()?;
+        self.release_reserved();
+        Ok(())
+    }
+
+    /// Frees the blocks reserved past the end: truncating a file to its own length does
+    /// (ext4, xfs), where fallocate's punch-hole stops at the end. Only disk space is at
+    /// stake, so a failure is logged, not returned.
+    fn release_reserved(&mut self) {
+        if self.reserved_end <= self.size {
+            return;
+        }
+        match self.log.file().and_then(|file| file.set_len(self.size)) {
+            Ok(()) => self.reserved_end = 0,
+            Err(e) => {
+                tracing::warn!(segment = %self.log_path().display(), error = %e, "could not free reserved disk blocks")
+            }
+        }
     }
 
     /// Hands the open `.log` to the shard's file cache, once the segment will
@@ -722,6 +748,15 @@ impl LogSegment {
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// Where the disk blocks reserved for appends end, at least `size`.
+    pub fn reserved_end(&self) -> u64 {
+        self.reserved_end.max(self.size)
+    }
+
+    pub fn note_reserved(&mut self, end: u64) {
+        self.reserved_end = self.reserved_end.max(end);
     }
 
     pub fn max_timestamp(&self) -> i64 {
