@@ -95,9 +95,7 @@ async fn serve_connection(
                 Reply::Parts(parts) => {
                     for part in parts {
                         match part {
-                            Part::Bytes(bytes) | Part::Copied(bytes) => {
-                                writer.write_all(&bytes).await?
-                            }
+                            Part::Bytes(bytes) => writer.write_all(&bytes).await?,
                             Part::File(slice) => {
                                 corelog_io::sendfile::send_file(
                                     socket,

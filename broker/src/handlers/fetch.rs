@@ -81,7 +81,7 @@ pub async fn handle_zero_copy(
     copy_below: usize,
 ) -> anyhow::Result<(FetchResponse, Vec<Part>)> {
     let FetchAnswer { response, records } = gather(ctx, request).await;
-    let parts = encode_fetch_frame(
+    let frame = encode_fetch_frame(
         ctx.api_version,
         correlation_id,
         &response,
@@ -89,13 +89,13 @@ pub async fn handle_zero_copy(
         copy_below,
     )?;
     let metrics = &ctx.shard.metrics;
-    for part in &parts {
-        match part {
-            Part::File(slice) => metrics.count(&metrics.zero_copy_bytes, slice.len as u64),
-            Part::Copied(bytes) => metrics.count(&metrics.copied_bytes, bytes.len() as u64),
-            Part::Bytes(_) => {}
+    metrics.count(&metrics.copied_bytes, frame.copied_bytes);
+    for part in &frame.parts {
+        if let Part::File(slice) = part {
+            metrics.count(&metrics.zero_copy_bytes, slice.len as u64);
         }
     }
+    let parts = frame.parts;
     Ok((response, parts))
 }
 

@@ -145,9 +145,20 @@ impl ReadSlice {
 
     /// Reads the range into memory (`read_exact_at` retries short reads).
     pub fn read_to_bytes(&self) -> io::Result<Bytes> {
-        let mut buf = BytesMut::zeroed(self.len);
-        self.file.read_exact_at(&mut buf, self.position)?;
+        let mut buf = BytesMut::with_capacity(self.len);
+        self.read_onto(&mut buf)?;
         Ok(buf.freeze())
+    }
+
+    /// Reads the range onto the end of `buf`; on an error `buf` is left as it was.
+    pub fn read_onto(&self, buf: &mut BytesMut) -> io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + self.len, 0);
+        let read = self.file.read_exact_at(&mut buf[start..], self.position);
+        if read.is_err() {
+            buf.truncate(start);
+        }
+        read
     }
 }
 

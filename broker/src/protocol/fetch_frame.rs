@@ -18,13 +18,11 @@ const FIRST_FLEXIBLE_VERSION: i16 = 12;
 /// Fetch v13 names topics by id.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
 
-/// A response frame in pieces: encoded bytes, and file ranges sent straight from the
-/// page cache.
+/// A piece of a response frame.
 pub enum Part {
-    /// Encoded response fields.
+    /// Encoded response fields, and record ranges too small to be worth a sendfile read
+    /// in among them, so that consecutive ones go out in one send.
     Bytes(Bytes),
-    /// Record bytes read from a segment file (ranges too small to be worth a sendfile).
-    Copied(Bytes),
     /// Record bytes to send from a segment file with sendfile.
     File(ReadSlice),
 }
@@ -32,25 +30,40 @@ pub enum Part {
 impl Part {
     pub fn byte_len(&self) -> usize {
         match self {
-            Part::Bytes(b) | Part::Copied(b) => b.len(),
+            Part::Bytes(b) => b.len(),
             Part::File(f) => f.len,
         }
     }
 }
 
+/// A Fetch response frame in pieces.
+pub struct FetchFrame {
+    pub parts: Vec<Part>,
+    /// Record bytes read into `Part::Bytes` (the others go by sendfile).
+    pub copied_bytes: u64,
+}
+
 /// Encodes `response` (its partitions' `records` fields are ignored) with each
 /// partition's records taken from `records[topic][partition]`: ranges shorter than
-/// `copy_below` bytes are read into memory, longer ones left to sendfile.
+/// `copy_below` bytes are read into the frame, longer ones left to sendfile.
 pub fn encode_fetch_frame(
     version: i16,
     correlation_id: i32,
     response: &FetchResponse,
     records: &[Vec<Option<ReadSlice>>],
     copy_below: usize,
-) -> anyhow::Result<Vec<Part>> {
+) -> anyhow::Result<FetchFrame> {
     let flexible = version >= FIRST_FLEXIBLE_VERSION;
+    let copied = |slice: &&ReadSlice| slice.len < copy_below;
+    let copied_bytes: usize = records
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(copied)
+        .map(|slice| slice.len)
+        .sum();
     let mut parts = Vec::new();
-    let mut buf = BytesMut::with_capacity(512);
+    let mut buf = BytesMut::with_capacity(512 + copied_bytes);
     buf.put_i32(0); // frame size, set below
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -103,13 +116,13 @@ pub fn encode_fetch_frame(
             } else {
                 buf.put_i32(i32::try_from(len)?);
             }
-            if let Some(slice) = slice.as_ref().filter(|s| s.len > 0) {
-                parts.push(Part::Bytes(buf.split().freeze()));
-                parts.push(if slice.len < copy_below {
-                    Part::Copied(slice.read_to_bytes()?)
-                } else {
-                    Part::File(slice.clone())
-                });
+            match slice.as_ref().filter(|s| s.len > 0) {
+                Some(slice) if copied(&slice) => slice.read_onto(&mut buf)?,
+                Some(slice) => {
+                    parts.push(Part::Bytes(buf.split().freeze()));
+                    parts.push(Part::File(slice.clone()));
+                }
+                None => {}
             }
             if let Some(tagged) = tagged {
                 buf.put_slice(&tagged); // the partition's tagged fields
@@ -124,7 +137,10 @@ pub fn encode_fetch_frame(
     }
     parts.push(Part::Bytes(buf.freeze()));
     set_frame_size(&mut parts)?;
-    Ok(parts)
+    Ok(FetchFrame {
+        parts,
+        copied_bytes: copied_bytes as u64,
+    })
 }
 
 /// The response's tagged fields (KIP-951's leader endpoints, v16+): taken from the crate's
@@ -279,11 +295,11 @@ mod tests {
         for version in 4..=18 {
             let response = if version >= 12 { &tagged } else { &response };
             // Below 250 bytes copied, above sent from the file: both paths in one frame.
-            let parts = encode_fetch_frame(version, 7, response, &slices, 250).unwrap();
+            let frame = encode_fetch_frame(version, 7, response, &slices, 250).unwrap();
             let mut sent = Vec::new();
-            for part in parts {
+            for part in frame.parts {
                 match part {
-                    Part::Bytes(b) | Part::Copied(b) => sent.extend_from_slice(&b),
+                    Part::Bytes(b) => sent.extend_from_slice(&b),
                     Part::File(f) => {
                         let mut range = vec![0; f.len];
                         f.file.read_exact_at(&mut range, f.position).unwrap();
@@ -296,6 +312,14 @@ mod tests {
                 reference(version, response, &inline),
                 "Fetch v{version}"
             );
+            // With every range copied the frame is one piece: one send.
+            let frame = encode_fetch_frame(version, 7, response, &slices, usize::MAX).unwrap();
+            let copied: usize = slices.iter().flatten().flatten().map(|s| s.len).sum();
+            assert_eq!(frame.copied_bytes, copied as u64);
+            match &frame.parts[..] {
+                [Part::Bytes(whole)] => assert_eq!(whole, &reference(version, response, &inline)),
+                _ => panic!("Fetch v{version}: {} parts", frame.parts.len()),
+            }
         }
     }
 }
