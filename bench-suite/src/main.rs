@@ -247,13 +247,28 @@ fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> 
             if base.progress {
                 eprintln!("== disk: write + fdatasync in {} ==", dir.display());
             }
-            let probe = corelog_bench::disk_probe::fdatasync_loop(
-                dir,
-                first.produce.mb_per_sec * 1e6,
-                scenario.message_size.bounds().0,
-                Duration::from_secs(scenario.duration_secs),
-            )?;
-            first.disk_sync = Some(probe);
+            let probe = |files| {
+                corelog_bench::disk_probe::fdatasync_loop(
+                    dir,
+                    first.produce.mb_per_sec * 1e6,
+                    scenario.message_size.bounds().0,
+                    Duration::from_secs(scenario.duration_secs),
+                    files,
+                )
+            };
+            let one_file = probe(1)?;
+            let partitions = (scenario.topics * scenario.partitions) as usize;
+            let per_partition = match partitions {
+                1 => None,
+                n => {
+                    if base.progress {
+                        eprintln!("== disk: the same over {n} files at once ==");
+                    }
+                    Some(probe(n)?)
+                }
+            };
+            first.disk_sync = Some(one_file);
+            first.disk_sync_per_partition = per_partition;
         }
     }
     if !runs.is_empty() {

@@ -119,6 +119,9 @@ pub struct RunSummary {
     /// The disk's own write + fdatasync latency at the same byte rate, for acks=all runs
     /// given the broker's data directory.
     pub disk_sync: Option<crate::disk_probe::DiskSync>,
+    /// The same over one file per partition written at once, as a broker keeping a file
+    /// per partition syncs them.
+    pub disk_sync_per_partition: Option<crate::disk_probe::DiskSync>,
     pub notes: Vec<String>,
     pub command: String,
 }

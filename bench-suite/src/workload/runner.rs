@@ -608,6 +608,7 @@ impl Aggregate {
             broker,
             rss_per_new_partition: None,
             disk_sync: None,
+            disk_sync_per_partition: None,
             notes,
             command: opts.command.clone(),
         }
