@@ -283,7 +283,9 @@ impl ClusterMember {
             };
             if !records.is_empty() {
                 if let Err(e) = self.quorum.propose(encode(&records)).await {
-                    tracing::debug!("controller tick proposal failed: {e}");
+                    if !matches!(e, ProposeError::ShuttingDown) {
+                        tracing::warn!("controller tick proposal failed: {e}");
+                    }
                     return Err(e);
                 }
             }

@@ -418,6 +418,12 @@ impl Controller {
                     && image.is_eligible(preferred);
                 movable.then(|| (preferred, p.isr.clone()))
             });
+            if !moves.is_empty() {
+                tracing::info!(
+                    partitions = moves.len(),
+                    "moving leadership back to preferred replicas"
+                );
+            }
             batch.extend(moves);
         }
         batch.records
