@@ -383,7 +383,7 @@ impl<S: StateMachine> Quorum<S> {
         if queued.is_none() {
             return Err(ProposeError::ShuttingDown);
         }
-        outcome.await.unwrap_or(Err(ProposeError::ShuttingDown))
+        proposal_outcome(outcome.await, self.core.shutdown.is_set())
     }
 
     pub fn leader_id(&self) -> Option<u64> {
@@ -547,9 +547,37 @@ impl slog::Serializer for KeyValues {
     }
 }
 
+/// What a proposer is told. A reply dropped unsent leaves the entry's fate unknown, as a
+/// lost leadership does; only a real shutdown is reported as one, since callers stop for
+/// good on it (the controller's tick loop does).
+fn proposal_outcome(
+    reply: Result<Result<u64, ProposeError>, oneshot::Canceled>,
+    shutting_down: bool,
+) -> Result<u64, ProposeError> {
+    match reply {
+        Ok(outcome) => outcome,
+        Err(oneshot::Canceled) if shutting_down => Err(ProposeError::ShuttingDown),
+        Err(oneshot::Canceled) => Err(ProposeError::Dropped),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_dropped_unsent_is_a_shutdown_only_when_shutting_down() {
+        let dropped = || Err(oneshot::Canceled);
+        assert!(matches!(
+            proposal_outcome(dropped(), false),
+            Err(ProposeError::Dropped)
+        ));
+        assert!(matches!(
+            proposal_outcome(dropped(), true),
+            Err(ProposeError::ShuttingDown)
+        ));
+        assert!(matches!(proposal_outcome(Ok(Ok(7)), false), Ok(7)));
+    }
 
     #[test]
     fn config_validation_names_the_problem() {
