@@ -95,8 +95,7 @@ pub async fn handle_zero_copy(
             metrics.count(&metrics.zero_copy_bytes, slice.len as u64);
         }
     }
-    let parts = frame.parts;
-    Ok((response, parts))
+    Ok((response, frame.parts))
 }
 
 async fn gather(ctx: &RequestContext, mut request: FetchRequest) -> FetchAnswer {

@@ -168,7 +168,11 @@ fn set_frame_size(parts: &mut [Part]) -> anyhow::Result<()> {
     let Some(Part::Bytes(first)) = parts.first_mut() else {
         anyhow::bail!("a frame starts with its size");
     };
-    let mut patched = BytesMut::from(&first[..]);
+    // The first part is the frame's own, fresh from its buffer: patched in place, not
+    // copied (it may hold copied record ranges).
+    let mut patched = std::mem::take(first)
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     patched[..4].copy_from_slice(&size.to_be_bytes());
     *first = patched.freeze();
     Ok(())
