@@ -47,6 +47,10 @@ enum Command {
         /// `name=host:port[@pid]`, repeated; the first is the baseline of the ratios.
         #[arg(long = "target", required = true)]
         targets: Vec<Target>,
+        /// Runs per target, the order reversed every other round; the table pools them.
+        /// Two or more make the ratios fairer: the target that runs first is often favoured.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
         #[command(flatten)]
         common: Common,
     },
@@ -205,9 +209,13 @@ fn run_cli() -> Result<()> {
                 bootstrap,
                 pid: broker_pid,
             };
-            execute(common, vec![target], command_line)
+            execute(common, vec![target], 1, command_line)
         }
-        Command::Compare { targets, common } => execute(common, targets, command_line),
+        Command::Compare {
+            targets,
+            rounds,
+            common,
+        } => execute(common, targets, rounds, command_line),
         Command::NullBroker { listen, retain_mib } => {
             let broker = corelog_bench::null_broker::start(&listen, retain_mib << 20)?;
             eprintln!("null broker listening on {}", broker.addr);
@@ -228,7 +236,7 @@ fn run_cli() -> Result<()> {
     }
 }
 
-fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> {
+fn execute(common: Common, targets: Vec<Target>, rounds: u32, command: String) -> Result<()> {
     let mut scenario = Scenario::load(&common.scenario)?;
     common.overrides.apply(&mut scenario);
     scenario.validate()?;
@@ -241,7 +249,7 @@ fn execute(common: Common, targets: Vec<Target>, command: String) -> Result<()> 
         progress: !common.quiet,
         command,
     };
-    let (mut runs, failures) = compare(&scenario, &targets, &base);
+    let (mut runs, failures) = compare(&scenario, &targets, &base, rounds);
     if let (Some(dir), Some(first)) = (&common.data_dir, runs.first_mut()) {
         if scenario.acks == Acks::All && first.target == targets[0].name {
             if base.progress {

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use corelog_bench::client::admin::{Admin, Layout};
 use corelog_bench::client::batch::{BatchBuilder, Compression};
 use corelog_bench::client::records::for_each_record;
+use corelog_bench::compare::{compare, Target};
 use corelog_bench::null_broker;
 use corelog_bench::workload::runner::{run, Driver, RunOptions};
 use corelog_bench::workload::scenario::{Acks, Scenario};
@@ -67,6 +68,45 @@ fn every_message_sent_is_received_acknowledged_and_consumed() {
         r.series.iter().map(|t| t.produced_msgs).sum::<u64>(),
         r.total_acked
     );
+}
+
+#[test]
+fn a_compare_in_rounds_pools_every_round_of_each_target() {
+    let brokers: Vec<_> = (0..2)
+        .map(|_| null_broker::start("127.0.0.1:0", null_broker::DEFAULT_RETAIN_MIB << 20).unwrap())
+        .collect();
+    let targets: Vec<Target> = brokers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("n{i}={}", b.addr).parse().unwrap())
+        .collect();
+    let (runs, failures) = compare(&scenario(), &targets, &options(brokers[0].addr), 2);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        runs.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        ["n0", "n1"]
+    );
+    for (r, b) in runs.iter().zip(&brokers) {
+        // Two rounds of 2,000 messages in 1 s each, every one received and timed.
+        assert_eq!(r.total_sent, 4_000);
+        assert_eq!(b.stats.records.load(Ordering::Relaxed), 4_000);
+        assert_eq!(r.total_acked, 4_000);
+        assert_eq!(r.produce_latency.count, 4_000);
+        assert_eq!(r.measured_secs, 2.0);
+        assert_eq!(r.produce.msgs as f64 / 2.0, r.produce.msgs_per_sec);
+        assert_eq!(
+            r.series.iter().map(|t| t.produced_msgs).sum::<u64>(),
+            r.total_acked
+        );
+        assert!(r.series.windows(2).all(|w| w[0].second < w[1].second));
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.starts_with("pooled over 2 rounds")),
+            "{:?}",
+            r.notes
+        );
+    }
 }
 
 #[test]

@@ -14,3 +14,7 @@ wait_port() {
     echo "nothing listens on port $1" >&2
     return 1
 }
+
+# Rounds per `corelog-bench compare`: the order of the targets reverses every other round,
+# because whichever runs first is often favoured on this machine.
+ROUNDS=${BENCH_ROUNDS:-2}

@@ -84,6 +84,8 @@ pub struct TickPoint {
 pub struct BrokerUsage {
     pub pid: i32,
     pub cpu_secs: f64,
+    /// The wall-clock seconds `cpu_secs` was taken over.
+    pub wall_secs: f64,
     /// CPU seconds per wall second (1.0 = one core busy).
     pub cpu_cores: f64,
     pub peak_rss_bytes: u64,
@@ -106,6 +108,11 @@ pub struct RunSummary {
     pub consume: Throughput,
     pub produce_latency: Percentiles,
     pub e2e_latency: Percentiles,
+    /// The histograms behind the two percentile sets (nanoseconds), to pool rounds.
+    #[serde(skip)]
+    pub produce_histogram: Histogram<u64>,
+    #[serde(skip)]
+    pub e2e_histogram: Histogram<u64>,
     /// Whole-run totals, warm-up and drain included.
     pub total_sent: u64,
     pub total_acked: u64,

@@ -375,6 +375,7 @@ fn run_once(
             Some(BrokerUsage {
                 pid,
                 cpu_secs: cpu,
+                wall_secs: elapsed,
                 cpu_cores: cpu / elapsed,
                 peak_rss_bytes: proc_stats::peak_rss_bytes(pid)?,
             })
@@ -587,6 +588,8 @@ impl Aggregate {
             consume: tp(consumed, consumed_bytes),
             produce_latency: Percentiles::of(&produce),
             e2e_latency: Percentiles::of(&e2e),
+            produce_histogram: produce,
+            e2e_histogram: e2e,
             total_sent,
             total_acked: 0,
             total_consumed: 0,
