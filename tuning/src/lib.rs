@@ -17,6 +17,7 @@
 )]
 
 pub mod apply;
+pub mod balloon;
 pub mod block;
 pub mod cores;
 pub mod cpu;
@@ -38,13 +39,14 @@ pub use finding::{Finding, Fix, Status, Write};
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// The name of every finding [`check_host`] returns, in its order.
-pub const SETTINGS: [&str; 16] = [
+pub const SETTINGS: [&str; 17] = [
     "cpu_governor",
     "smt",
     "irq_affinity",
     "clocksource",
     "transparent_hugepages",
     "vm.swappiness",
+    "free_page_reporting",
     "memlock_limit",
     "nofile_limit",
     "net.core.somaxconn",
@@ -81,6 +83,7 @@ pub fn check_host_at(broker_cores: &[usize], data_dir: &Path) -> Vec<Finding> {
         cpu::check_clocksource(),
         sysctl::check_thp(),
         sysctl::check_swappiness(),
+        balloon::check_free_page_reporting(),
         limits::check_memlock(),
         limits::check_nofile(),
         sysctl::check_somaxconn(),
