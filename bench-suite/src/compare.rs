@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 
+use crate::report::table::{format_rate, format_us};
 use crate::report::{Percentiles, RunSummary, Throughput};
 use crate::workload::runner::{run, RunOptions};
 use crate::workload::scenario::Scenario;
@@ -104,11 +105,13 @@ fn pool(rounds: Vec<RunSummary>) -> Option<RunSummary> {
     let mut pooled = rounds.next()?;
     let mut produce_rates = vec![pooled.produce.msgs_per_sec];
     let mut produce_p99s = vec![pooled.produce_latency.p99_us];
+    let mut consume_rates = vec![pooled.consume.msgs_per_sec];
     let mut target_rates: Vec<f64> = pooled.target_rate.into_iter().collect();
     let mut probe_rates: Vec<f64> = pooled.probe_rate.into_iter().collect();
     for r in rounds {
         produce_rates.push(r.produce.msgs_per_sec);
         produce_p99s.push(r.produce_latency.p99_us);
+        consume_rates.push(r.consume.msgs_per_sec);
         target_rates.extend(r.target_rate);
         probe_rates.extend(r.probe_rate);
         pooled.measured_secs += r.measured_secs;
@@ -161,17 +164,27 @@ fn pool(rounds: Vec<RunSummary>) -> Option<RunSummary> {
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     pooled.target_rate = mean(&target_rates);
     pooled.probe_rate = mean(&probe_rates);
-    let list = |v: &[f64], unit: f64, suffix: &str| {
-        v.iter()
-            .map(|x| format!("{:.2}{suffix}", x / unit))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let list = |v: &[f64], format: fn(f64) -> String| {
+        v.iter().map(|&x| format(x)).collect::<Vec<_>>().join(", ")
     };
+    let mut per_round = Vec::new();
+    if pooled.produce.msgs > 0 {
+        per_round.push(format!(
+            "produce {} msg/s",
+            list(&produce_rates, format_rate)
+        ));
+        per_round.push(format!("produce p99 {}", list(&produce_p99s, format_us)));
+    }
+    if pooled.consume.msgs > 0 {
+        per_round.push(format!(
+            "consume {} msg/s",
+            list(&consume_rates, format_rate)
+        ));
+    }
     pooled.notes.push(format!(
-        "pooled over {} rounds (order reversed every other round); per round: produce {} msg/s, produce p99 {}",
+        "pooled over {} rounds (order reversed every other round); per round: {}",
         produce_rates.len(),
-        list(&produce_rates, 1e6, "M"),
-        list(&produce_p99s, 1e3, " ms"),
+        per_round.join(", ")
     ));
     Some(pooled)
 }

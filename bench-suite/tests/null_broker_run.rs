@@ -102,7 +102,7 @@ fn a_compare_in_rounds_pools_every_round_of_each_target() {
         assert!(
             r.notes
                 .iter()
-                .any(|n| n.starts_with("pooled over 2 rounds")),
+                .any(|n| n.starts_with("pooled over 2 rounds") && n.contains("consume ")),
             "{:?}",
             r.notes
         );

@@ -183,6 +183,16 @@ fn fmt(v: f64, unit: Unit) -> String {
     }
 }
 
+/// A rate in msg/s as the table prints it (`2.23M`, `10.0k`).
+pub fn format_rate(msgs_per_sec: f64) -> String {
+    fmt(msgs_per_sec, Unit::Rate)
+}
+
+/// A latency in microseconds as the table prints it (`412 us`, `2.24 ms`).
+pub fn format_us(us: f64) -> String {
+    fmt(us, Unit::Us)
+}
+
 /// A markdown report: a heading with the scenario, the table, notes, the targets that
 /// failed and the command.
 pub fn markdown(s: &Scenario, runs: &[RunSummary], failures: &[String], command: &str) -> String {
