@@ -134,16 +134,14 @@ fn pool(rounds: Vec<RunSummary>) -> Option<RunSummary> {
             p.second += offset;
             p
         }));
-        pooled.broker = match (pooled.broker.take(), r.broker) {
-            (Some(mut b), Some(o)) => {
-                b.cpu_secs += o.cpu_secs;
-                b.wall_secs += o.wall_secs;
-                b.cpu_cores = b.cpu_secs / b.wall_secs.max(f64::EPSILON);
-                b.peak_rss_bytes = b.peak_rss_bytes.max(o.peak_rss_bytes);
-                Some(b)
-            }
-            (b, o) => b.or(o),
-        };
+        pooled.broker = pool_option(pooled.broker.take(), r.broker, |a, b| {
+            a.cpu.add(&b.cpu);
+            a.peak_rss_bytes = a.peak_rss_bytes.max(b.peak_rss_bytes);
+        });
+        pooled.host_steal = pool_option(pooled.host_steal.take(), r.host_steal, |a, b| {
+            a.stolen.add(&b.stolen);
+            a.worst_second_cores = a.worst_second_cores.max(b.worst_second_cores);
+        });
         pooled.rss_per_new_partition = pooled.rss_per_new_partition.or(r.rss_per_new_partition);
         for note in r.notes {
             if !pooled.notes.contains(&note) {
@@ -187,6 +185,16 @@ fn pool(rounds: Vec<RunSummary>) -> Option<RunSummary> {
         per_round.join(", ")
     ));
     Some(pooled)
+}
+
+fn pool_option<T>(a: Option<T>, b: Option<T>, add: fn(&mut T, T)) -> Option<T> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            add(&mut a, b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 fn add_throughput(into: &mut Throughput, other: &Throughput) {

@@ -64,6 +64,11 @@ fn every_message_sent_is_received_acknowledged_and_consumed() {
     assert_eq!(r.total_consumed, r.total_acked);
     assert!(r.e2e_latency.count > 0 && r.e2e_latency.count <= r.total_consumed);
     assert!(r.broker.as_ref().unwrap().peak_rss_bytes > 0);
+    // Steal is measured over the whole run (1 s plus the drain), whatever the host.
+    let steal = r.host_steal.as_ref().unwrap();
+    assert!(steal.stolen.wall_secs >= 1.0, "{steal:?}");
+    assert!(steal.stolen.secs >= 0.0, "{steal:?}");
+    assert!(steal.worst_second_cores >= steal.stolen.cores, "{steal:?}");
     assert_eq!(
         r.series.iter().map(|t| t.produced_msgs).sum::<u64>(),
         r.total_acked
@@ -99,6 +104,7 @@ fn a_compare_in_rounds_pools_every_round_of_each_target() {
             r.total_acked
         );
         assert!(r.series.windows(2).all(|w| w[0].second < w[1].second));
+        assert!(r.host_steal.as_ref().unwrap().stolen.wall_secs >= 2.0);
         assert!(
             r.notes
                 .iter()

@@ -79,16 +79,46 @@ pub struct TickPoint {
     pub errors: u64,
 }
 
+/// CPU seconds over a stretch of wall-clock seconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct CpuTime {
+    pub secs: f64,
+    pub wall_secs: f64,
+    /// CPU seconds per wall second (1.0 = one core busy).
+    pub cores: f64,
+}
+
+impl CpuTime {
+    pub fn new(secs: f64, wall_secs: f64) -> Self {
+        CpuTime {
+            secs,
+            wall_secs,
+            cores: secs / wall_secs.max(f64::EPSILON),
+        }
+    }
+
+    /// Two stretches as one.
+    pub fn add(&mut self, other: &CpuTime) {
+        *self = CpuTime::new(self.secs + other.secs, self.wall_secs + other.wall_secs);
+    }
+}
+
 /// Broker resource use over the run (from /proc).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct BrokerUsage {
     pub pid: i32,
-    pub cpu_secs: f64,
-    /// The wall-clock seconds `cpu_secs` was taken over.
-    pub wall_secs: f64,
-    /// CPU seconds per wall second (1.0 = one core busy).
-    pub cpu_cores: f64,
+    pub cpu: CpuTime,
     pub peak_rss_bytes: u64,
+}
+
+/// CPU time the hypervisor stole from this machine during the run (all CPUs). A stolen
+/// 100 ms is a 100 ms stall of whichever of broker and generator was on that vCPU, so
+/// latency tails of runs with steal say more about the host than about the broker.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct HostSteal {
+    pub stolen: CpuTime,
+    /// Stolen CPU seconds per wall second over the worst second of the run.
+    pub worst_second_cores: f64,
 }
 
 /// Everything a run measured. Latencies and throughput cover the seconds after warm-up;
@@ -120,6 +150,8 @@ pub struct RunSummary {
     pub total_errors: u64,
     pub series: Vec<TickPoint>,
     pub broker: Option<BrokerUsage>,
+    /// None where /proc/stat has no steal column.
+    pub host_steal: Option<HostSteal>,
     /// Growth of the broker's RSS while the run's topics were created, per partition:
     /// the memory an idle partition costs. Only for runs creating many partitions.
     pub rss_per_new_partition: Option<f64>,

@@ -1,4 +1,5 @@
-//! Broker CPU time and peak memory from /proc, for `--broker-pid`.
+//! Broker CPU time and peak memory from /proc, for `--broker-pid`, and the CPU time the
+//! hypervisor stole from this machine.
 
 use anyhow::{Context, Result};
 
@@ -21,6 +22,23 @@ pub fn rss_bytes(pid: i32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status_kb(&status, "VmRSS:").context("no VmRSS in /proc/PID/status")
+}
+
+/// CPU seconds the hypervisor has stolen from this VM so far, over all CPUs: time a vCPU
+/// was ready to run and the host ran something else. Zero on bare metal.
+pub fn steal_secs() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_steal_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks_per_sec())
+}
+
+/// The steal column (the 8th number) of the aggregate `cpu` line of /proc/stat.
+fn parse_steal_ticks(stat: &str) -> Result<u64> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let steal = line.split_whitespace().nth(8).context("no steal column")?;
+    Ok(steal.parse()?)
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -67,5 +85,15 @@ mod tests {
         assert!(cpu_secs(me).unwrap() >= 0.0);
         assert!(peak_rss_bytes(me).unwrap() > 0);
         assert!(rss_bytes(me).unwrap() > 0);
+    }
+
+    #[test]
+    fn parses_steal() {
+        let stat =
+            "cpu  4705 150 1120 16250 520 0 30 77 0 0\ncpu0 2000 75 500 8000 260 0 15 40 0 0\n";
+        assert_eq!(parse_steal_ticks(stat).unwrap(), 77);
+        assert!(parse_steal_ticks("cpu0 1 2 3\n").is_err());
+        assert!(parse_steal_ticks("cpu  1 2 3 4 5 6 7\n").is_err());
+        assert!(steal_secs().unwrap() >= 0.0);
     }
 }

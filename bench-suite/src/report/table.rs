@@ -112,13 +112,23 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "broker CPU (cores)",
-        value: |r| r.broker.as_ref().map(|b| b.cpu_cores),
+        value: |r| r.broker.as_ref().map(|b| b.cpu.cores),
         unit: Unit::Cores,
     },
     Row {
         name: "broker peak RSS",
         value: |r| r.broker.as_ref().map(|b| b.peak_rss_bytes as f64),
         unit: Unit::Bytes,
+    },
+    Row {
+        name: "host CPU steal (cores)",
+        value: |r| r.host_steal.as_ref().map(|h| h.stolen.cores),
+        unit: Unit::Cores,
+    },
+    Row {
+        name: "host CPU steal, worst second (cores)",
+        value: |r| r.host_steal.as_ref().map(|h| h.worst_second_cores),
+        unit: Unit::Cores,
     },
     Row {
         name: "broker RSS per new partition",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -17,7 +17,9 @@ use super::stats::{new_histogram, Interval, Role, TICK_NS};
 use crate::client::admin::{Admin, Layout, Versions};
 use crate::client::group::{self, GroupMember};
 use crate::clock::now_ns;
-use crate::report::{proc_stats, BrokerUsage, Percentiles, RunSummary, Throughput, TickPoint};
+use crate::report::{
+    proc_stats, BrokerUsage, CpuTime, HostSteal, Percentiles, RunSummary, Throughput, TickPoint,
+};
 
 /// Partitions a run must create for the broker's RSS growth to be reported per partition:
 /// below this, allocator noise outweighs what one partition costs.
@@ -331,6 +333,7 @@ fn run_once(
     }
     drop(tx);
 
+    let mut steal = StealMeter::start();
     let mut agg = Aggregate::new(s, workers);
     let mut producers_left = s.producers as usize;
     let mut consumers_stopped_at = None;
@@ -367,6 +370,7 @@ fn run_once(
         if shared.abort.load(Ordering::Relaxed) {
             shared.stop_consumers.store(true, Ordering::Relaxed);
         }
+        steal.sample();
     }
     let elapsed = (now_ns().saturating_sub(t0)) as f64 / 1e9;
     let broker = match (opts.broker_pid, cpu_before) {
@@ -374,9 +378,7 @@ fn run_once(
             let cpu = proc_stats::cpu_secs(pid)? - before;
             Some(BrokerUsage {
                 pid,
-                cpu_secs: cpu,
-                wall_secs: elapsed,
-                cpu_cores: cpu / elapsed,
+                cpu: CpuTime::new(cpu, elapsed),
                 peak_rss_bytes: proc_stats::peak_rss_bytes(pid)?,
             })
         }
@@ -387,6 +389,7 @@ fn run_once(
             .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
     }
     let mut summary = agg.summary(s, opts, target_rate, probe_rate, broker);
+    summary.host_steal = steal.finish();
     summary.rss_per_new_partition = rss_per_new_partition;
     summary.total_acked = shared.acked.load(Ordering::Relaxed);
     summary.total_consumed = shared.consumed.load(Ordering::Relaxed);
@@ -432,6 +435,48 @@ struct TickAgg {
     errors: u64,
     produce: Histogram<u64>,
     e2e: Histogram<u64>,
+}
+
+/// Host CPU steal over a run, and its worst second (sampled about once a second).
+struct StealMeter {
+    start: Option<(f64, Instant)>,
+    last: Option<(f64, Instant)>,
+    worst_second_cores: f64,
+}
+
+impl StealMeter {
+    fn start() -> Self {
+        let now = proc_stats::steal_secs().ok().map(|s| (s, Instant::now()));
+        StealMeter {
+            start: now,
+            last: now,
+            worst_second_cores: 0.0,
+        }
+    }
+
+    fn sample(&mut self) {
+        let Some((before, at)) = self.last else {
+            return;
+        };
+        if at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        if let Ok(now) = proc_stats::steal_secs() {
+            let cores = (now - before) / at.elapsed().as_secs_f64();
+            self.worst_second_cores = self.worst_second_cores.max(cores);
+            self.last = Some((now, Instant::now()));
+        }
+    }
+
+    fn finish(self) -> Option<HostSteal> {
+        let (before, at) = self.start?;
+        let secs = proc_stats::steal_secs().ok()? - before;
+        let stolen = CpuTime::new(secs, at.elapsed().as_secs_f64());
+        Some(HostSteal {
+            worst_second_cores: self.worst_second_cores.max(stolen.cores),
+            stolen,
+        })
+    }
 }
 
 /// Merges reports into ticks, and ticks into the summary.
@@ -609,6 +654,7 @@ impl Aggregate {
                 })
                 .collect(),
             broker,
+            host_steal: None,
             rss_per_new_partition: None,
             disk_sync: None,
             disk_sync_per_partition: None,
