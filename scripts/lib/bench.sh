@@ -18,3 +18,22 @@ wait_port() {
 # Rounds per `corelog-bench compare`: the order of the targets reverses every other round,
 # because whichever runs first is often favoured on this machine.
 ROUNDS=${BENCH_ROUNDS:-2}
+
+# After deleting gigabytes of data: waits until the disk is done discarding it (5 s) and,
+# on a VM whose balloon reports free pages to the host, until that reporting has gone quiet
+# (at most 60 s). Here the host took back 12 GB of freed page cache over about 25 s, in
+# bursts of 700-900 MiB, and each burst stalled a running broker for tens of milliseconds
+# (see `corelog-tune check`, free_page_reporting): a scenario started then measures the host.
+settle_after_delete() {
+    sleep 5
+    local reported=/sys/module/page_reporting/parameters/reported_kib
+    [ -r "$reported" ] || return 0
+    local before after
+    before=$(cat "$reported")
+    for _ in $(seq 30); do
+        sleep 2
+        after=$(cat "$reported")
+        [ $((after - before)) -lt 65536 ] && return 0
+        before=$after
+    done
+}
