@@ -233,10 +233,10 @@ impl FlushJob {
                 .sync_data()
                 .map_err(FlushError::Sync)?;
         }
-        // With blocks allocated ahead, later fdatasyncs do not allocate. In two A/B runs of
-        // 16 partitions at 100 MB/s of acks=all on ext4, produce p99 was 10.2 and 4.6 ms,
-        // against 18.5 and 14.7 ms without. Only speed depends on it, so a failure (no
-        // fallocate on this filesystem) is ignored.
+        // With blocks allocated ahead, later fdatasyncs do not allocate. In five paired A/B
+        // runs of 16 partitions at 100 MB/s of acks=all on ext4, produce p99 was lower with
+        // it in four (the README has the figures and the order bias that blurs them). Only
+        // speed depends on it, so a failure (no fallocate on this filesystem) is ignored.
         if let Some(reserve) = &self.reserve {
             let _ = reserve.run();
         }

@@ -63,6 +63,10 @@ pub fn encode_fetch_frame(
         .map(|slice| slice.len)
         .sum();
     let mut parts = Vec::new();
+    // The piece holding the frame size stays mutable until the size is known: once frozen
+    // it would share its buffer with the later pieces, and patching it would mean a copy
+    // (of the record ranges read into it too).
+    let mut head: Option<BytesMut> = None;
     let mut buf = BytesMut::with_capacity(512 + copied_bytes);
     buf.put_i32(0); // frame size, set below
     ResponseHeader::default()
@@ -119,7 +123,11 @@ pub fn encode_fetch_frame(
             match slice.as_ref().filter(|s| s.len > 0) {
                 Some(slice) if copied(&slice) => slice.read_onto(&mut buf)?,
                 Some(slice) => {
-                    parts.push(Part::Bytes(buf.split().freeze()));
+                    let piece = buf.split();
+                    match head {
+                        None => head = Some(piece),
+                        Some(_) => parts.push(Part::Bytes(piece.freeze())),
+                    }
                     parts.push(Part::File(slice.clone()));
                 }
                 None => {}
@@ -135,8 +143,16 @@ pub fn encode_fetch_frame(
     if flexible {
         put_response_tagged_fields(&mut buf, version, response)?;
     }
-    parts.push(Part::Bytes(buf.freeze()));
-    set_frame_size(&mut parts)?;
+    let mut head = match head {
+        Some(head) => {
+            parts.push(Part::Bytes(buf.freeze()));
+            head
+        }
+        None => buf,
+    };
+    let total = head.len() + parts.iter().map(Part::byte_len).sum::<usize>();
+    head[..4].copy_from_slice(&i32::try_from(total - 4)?.to_be_bytes());
+    parts.insert(0, Part::Bytes(head.freeze()));
     Ok(FetchFrame {
         parts,
         copied_bytes: copied_bytes as u64,
@@ -158,23 +174,6 @@ fn put_response_tagged_fields(
         .with_unknown_tagged_fields(response.unknown_tagged_fields.clone())
         .encode(&mut encoded, version)?;
     buf.put_slice(&encoded[FIELDS_BEFORE..]);
-    Ok(())
-}
-
-/// Writes the total size after the 4-byte prefix into the prefix.
-fn set_frame_size(parts: &mut [Part]) -> anyhow::Result<()> {
-    let total: usize = parts.iter().map(Part::byte_len).sum();
-    let size = i32::try_from(total - 4)?;
-    let Some(Part::Bytes(first)) = parts.first_mut() else {
-        anyhow::bail!("a frame starts with its size");
-    };
-    // The first part is the frame's own, fresh from its buffer: patched in place, not
-    // copied (it may hold copied record ranges).
-    let mut patched = std::mem::take(first)
-        .try_into_mut()
-        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-    patched[..4].copy_from_slice(&size.to_be_bytes());
-    *first = patched.freeze();
     Ok(())
 }
 
